@@ -1,0 +1,206 @@
+//! Request extractors that turn every malformed input into a problem response instead of axum's
+//! plain-text rejections: command bodies with their headers, path ids and query strings.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use axum::body::to_bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use commands::CommandContext;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::problem::ApiError;
+
+/// Bodies above this size are refused with 413 (SPEC section 6).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Idempotency keys are opaque to us but bounded, so that a key cannot be used to store data.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// Namespace for turning a client's `Idempotency-Key` into a command id.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x1c1f_5f5e_8a8b_4b3e_9d0c_4d2e_7f6a_5b01);
+
+/// A command request: its parsed body and the context built from its headers. While it lives, its
+/// idempotency key is registered as in flight, so that a concurrent repeat is told to wait.
+pub struct CommandRequest<T> {
+    pub context: CommandContext,
+    pub body: T,
+    _in_flight: Option<InFlight>,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let mut context = CommandContext::new(actor(&parts.headers)?);
+        context.expected_version = if_match(&parts.headers)?;
+        if let Some(correlation_id) = header_uuid(&parts.headers, "x-correlation-id")? {
+            context.correlation_id = correlation_id;
+        }
+        let too_large = ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        };
+        let declared_length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared_length.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+            return Err(too_large);
+        }
+        let bytes = to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| too_large)?;
+        let json: serde_json::Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Value::Object(serde_json::Map::new())
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|error| ApiError::BadRequest(format!("malformed JSON: {error}")))?
+        };
+        let mut in_flight = None;
+        if let Some(key) = idempotency_key(&parts.headers)? {
+            context.command_id = Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, key.as_bytes());
+            context.correlation_id = context.command_id;
+            context.causation_id = context.command_id;
+            context.repeatable = true;
+            // `serde_json::Value` keeps object members sorted, so the same JSON with different
+            // spacing or member order has the same fingerprint.
+            let canonical = format!("{} {}\n{json}", parts.method, parts.uri.path());
+            context.fingerprint = Some(Sha256::digest(canonical.as_bytes()).to_vec());
+            in_flight = Some(InFlight::register(&state.in_flight, context.command_id)?);
+        }
+        let body = serde_path_to_error::deserialize(json).map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if path == "." {
+                ApiError::BadRequest(inner.to_string())
+            } else {
+                ApiError::BadRequest(format!("{path}: {inner}"))
+            }
+        })?;
+        Ok(CommandRequest {
+            context,
+            body,
+            _in_flight: in_flight,
+        })
+    }
+}
+
+/// Command ids currently being handled by this process.
+pub type InFlightSet = Arc<Mutex<HashSet<Uuid>>>;
+
+struct InFlight {
+    set: InFlightSet,
+    command_id: Uuid,
+}
+
+impl InFlight {
+    fn register(set: &InFlightSet, command_id: Uuid) -> Result<Self, ApiError> {
+        let mut running = set.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !running.insert(command_id) {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still being processed".to_owned(),
+            ));
+        }
+        Ok(InFlight {
+            set: set.clone(),
+            command_id,
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut running = self
+            .set
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        running.remove(&self.command_id);
+    }
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|value| {
+            value
+                .to_str()
+                .map(str::trim)
+                .map_err(|_| ApiError::BadRequest(format!("header {name} is not visible ASCII")))
+        })
+        .transpose()
+}
+
+fn header_uuid(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>, ApiError> {
+    header_text(headers, name)?
+        .map(|text| {
+            Uuid::parse_str(text)
+                .map_err(|_| ApiError::BadRequest(format!("header {name} is not a UUID")))
+        })
+        .transpose()
+}
+
+/// The acting user, from `X-Actor`; anonymous when absent.
+fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
+    match header_text(headers, "x-actor")? {
+        None | Some("") => Ok("api:anonymous".to_owned()),
+        Some(name) if name.len() <= 200 => Ok(format!("api:{name}")),
+        Some(_) => Err(ApiError::BadRequest(
+            "header X-Actor is longer than 200 bytes".to_owned(),
+        )),
+    }
+}
+
+/// `If-Match: 3`, also accepted as an entity tag: `"3"` or `W/"3"`.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(text) = header_text(headers, "if-match")? else {
+        return Ok(None);
+    };
+    let unquoted = text.trim_start_matches("W/").trim_matches('"');
+    unquoted
+        .parse::<i64>()
+        .ok()
+        .filter(|version| *version >= 0)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "header If-Match must be a stream version (a non-negative integer), got {text:?}"
+            ))
+        })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match header_text(headers, "idempotency-key")? {
+        None => Ok(None),
+        Some(key) if !key.is_empty() && key.chars().count() <= MAX_IDEMPOTENCY_KEY_CHARS => {
+            Ok(Some(key.to_owned()))
+        }
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "header Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+        ))),
+    }
+}
+
+/// Query strings, with the problem response of a bad request when they do not parse.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}
+
+/// Parses the UUID in a path. Something that is not a UUID names no entity, hence 404.
+pub fn path_uuid(kind: &str, text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::NotFound(format!("{kind} {text:?} not found")))
+}

@@ -1,0 +1,558 @@
+//! The command handler: the shell around the domain's deciders.
+//!
+//! For every command it loads the streams involved, folds them, asks the decider, and appends the
+//! resulting events at the version it decided on, across several streams in one transaction where a
+//! command touches several (qualification). A lost race against a concurrent writer comes back from
+//! the store as a conflict; without a client-supplied expected version the decision is retried on
+//! fresh state a bounded number of times.
+//!
+//! This crate knows nothing of HTTP or NATS: the API and the workflow service both send their
+//! commands through [`CommandHandler`], so every effect lands in a deal's history the same way.
+//! Read `error` next for how outcomes are classified.
+
+mod error;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use domain::Decider;
+use domain::codec::{self, CURRENT_SCHEMA_VERSION};
+use domain::lead::{Criteria, Lead, LeadCommand, LeadDecider, LeadProfile, QualificationRule};
+use domain::opportunity::{NewOpportunity, Opportunity, OpportunityCommand, OpportunityDecider};
+use domain::pipeline::{Pipeline, PipelineCommand, PipelineDefinition, PipelineEvent};
+use domain::values::{LeadId, OpportunityId, Owner, PipelineSlug, StageName};
+use eventstore::{
+    AppendError, AppendOutcome, AppendRequest, EventStore, ExpectedVersion, NewEvent, StreamAppend,
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use uuid::Uuid;
+
+pub use error::{CommandError, Rejection, RejectionKind};
+
+/// How many times a decision is retried on fresh state after losing a race to another writer.
+/// Contention on one deal is rare; a handful of retries turns nearly every race into success while
+/// a pathological hot stream still ends in a conflict instead of spinning.
+const MAX_ATTEMPTS: usize = 8;
+
+/// The current time, injected so that tests and the workflow service can control it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    /// Truncated to microseconds, the precision PostgreSQL keeps, so that a time read back from a
+    /// read model equals the one in the event.
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now().trunc_subsecs(6)
+    }
+}
+
+/// Who sent a command and why: becomes every event's metadata.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    /// `api:<name>` or `workflow:<rule>`.
+    pub actor: String,
+    pub command_id: Uuid,
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+    /// True when this command id may have been handled before (a client's `Idempotency-Key`, or a
+    /// workflow reaction derived from its triggering event): the earlier answer is looked up first.
+    pub repeatable: bool,
+    /// Tells a repeat of the same command apart from a different command reusing its id.
+    pub fingerprint: Option<Vec<u8>>,
+    /// The stream version the client expects (`If-Match`). Checked before anything else; a
+    /// mismatch is a conflict and is never retried.
+    pub expected_version: Option<i64>,
+}
+
+impl CommandContext {
+    /// A one-off command with fresh ids.
+    pub fn new(actor: impl Into<String>) -> Self {
+        let command_id = Uuid::now_v7();
+        Self {
+            actor: actor.into(),
+            command_id,
+            correlation_id: command_id,
+            causation_id: command_id,
+            repeatable: false,
+            fingerprint: None,
+            expected_version: None,
+        }
+    }
+
+    fn metadata(&self) -> serde_json::Value {
+        json!({
+            "actor": self.actor,
+            "command_id": self.command_id,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+        })
+    }
+}
+
+/// The answer to a command: the entity, its stream version after the command, and the position
+/// of the command's last event (or the log's head when it appended nothing) for read-your-writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandResult {
+    /// The entity's id: a UUID, or a pipeline's slug.
+    pub id: String,
+    pub version: i64,
+    pub position: i64,
+    /// Set by qualification: the opportunity the lead became.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opportunity_id: Option<String>,
+}
+
+/// An opportunity command as a client asks for it. Stage moves and reopening need the pipeline's
+/// current definition, which the handler loads after it knows the deal's pipeline.
+#[derive(Debug, Clone)]
+pub enum OpportunityRequest {
+    ChangeStage {
+        stage: StageName,
+        reason: Option<domain::values::Text>,
+    },
+    Reopen {
+        stage: Option<StageName>,
+    },
+    Other(OpportunityCommand),
+}
+
+/// A stream folded to its current state.
+#[derive(Debug, Clone)]
+pub struct Loaded<S> {
+    pub state: S,
+    /// 0 when the stream has no events.
+    pub version: i64,
+}
+
+#[derive(Clone)]
+pub struct CommandHandler {
+    store: EventStore,
+    clock: Arc<dyn Clock>,
+    qualification_rule: QualificationRule,
+}
+
+impl CommandHandler {
+    pub fn new(store: EventStore, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            clock,
+            qualification_rule: QualificationRule::default(),
+        }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Defines the built-in `default` pipeline unless a pipeline of that name exists.
+    pub async fn ensure_default_pipeline(&self) -> Result<(), CommandError> {
+        let slug = PipelineSlug::default_pipeline();
+        let context = CommandContext::new("system:bootstrap");
+        let events = vec![PipelineEvent::PipelineDefined(
+            PipelineDefinition::built_in_default(),
+        )];
+        let append = stream_append(
+            &slug.stream_id(),
+            ExpectedVersion::NoStream,
+            &events,
+            &context,
+        );
+        match self.append(&context, vec![append]).await {
+            Ok(_) | Err(CommandError::Conflict { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    pub async fn load_lead(&self, id: LeadId) -> Result<Loaded<Option<Lead>>, CommandError> {
+        self.load::<LeadDecider>(&id.stream_id()).await
+    }
+
+    pub async fn load_opportunity(
+        &self,
+        id: OpportunityId,
+    ) -> Result<Loaded<Option<Opportunity>>, CommandError> {
+        self.load::<OpportunityDecider>(&id.stream_id()).await
+    }
+
+    pub async fn load_pipeline(
+        &self,
+        slug: &PipelineSlug,
+    ) -> Result<Loaded<Option<PipelineDefinition>>, CommandError> {
+        self.load::<Pipeline>(&slug.stream_id()).await
+    }
+
+    pub async fn capture_lead(
+        &self,
+        context: &CommandContext,
+        id: LeadId,
+        profile: LeadProfile,
+    ) -> Result<CommandResult, CommandError> {
+        let command = LeadCommand::Capture(profile);
+        self.execute::<LeadDecider>(context, &id.stream_id(), &command)
+            .await
+    }
+
+    pub async fn route_lead(
+        &self,
+        context: &CommandContext,
+        id: LeadId,
+        owner: Owner,
+        rule: domain::values::Text,
+    ) -> Result<CommandResult, CommandError> {
+        let command = LeadCommand::Route { owner, rule };
+        self.execute::<LeadDecider>(context, &id.stream_id(), &command)
+            .await
+    }
+
+    pub async fn disqualify_lead(
+        &self,
+        context: &CommandContext,
+        id: LeadId,
+        reason: domain::values::Text,
+    ) -> Result<CommandResult, CommandError> {
+        let command = LeadCommand::Disqualify { reason };
+        self.execute::<LeadDecider>(context, &id.stream_id(), &command)
+            .await
+    }
+
+    /// Qualifies a lead and converts it: `LeadQualified` and `LeadConverted` on the lead's stream
+    /// and `OpportunityCreated` on the new deal's stream, in one transaction. Without an owner in
+    /// the draft, the deal goes to the lead's owner, or to `fallback_owner` if it was never routed.
+    pub async fn qualify_lead(
+        &self,
+        context: &CommandContext,
+        id: LeadId,
+        criteria: Criteria,
+        opportunity_id: OpportunityId,
+        draft: QualifiedOpportunity,
+        fallback_owner: Owner,
+    ) -> Result<CommandResult, CommandError> {
+        let lead_stream = id.stream_id();
+        let opportunity_stream = opportunity_id.stream_id();
+        let definition = self.pipeline_definition(&draft.pipeline).await?;
+        for attempt in 1..=MAX_ATTEMPTS {
+            if let Some(result) = self.earlier_answer(context).await? {
+                return Ok(result);
+            }
+            let lead = self.load::<LeadDecider>(&lead_stream).await?;
+            check_if_match(context, &lead_stream, lead.version)?;
+            let lead_events = LeadDecider::decide(
+                &LeadCommand::Qualify {
+                    criteria,
+                    rule: self.qualification_rule,
+                    opportunity_id,
+                },
+                &lead.state,
+            )?;
+            let owner = draft
+                .owner
+                .clone()
+                .or_else(|| lead.state.as_ref().and_then(|lead| lead.owner.clone()))
+                .unwrap_or_else(|| fallback_owner.clone());
+            let opportunity = NewOpportunity {
+                name: draft.name.clone(),
+                lead_id: Some(id),
+                pipeline: draft.pipeline.clone(),
+                stage: None,
+                amount: draft.amount,
+                currency: draft.currency.clone(),
+                expected_close_date: draft.expected_close_date,
+                owner,
+            };
+            let opportunity_events = OpportunityDecider::decide(
+                &OpportunityCommand::Create {
+                    opportunity,
+                    definition: definition.clone(),
+                },
+                &None,
+            )?;
+            let appends = vec![
+                stream_append(&lead_stream, expected(lead.version), &lead_events, context),
+                stream_append(
+                    &opportunity_stream,
+                    ExpectedVersion::NoStream,
+                    &opportunity_events,
+                    context,
+                ),
+            ];
+            match self.append(context, appends).await {
+                Err(CommandError::Conflict { .. })
+                    if context.expected_version.is_none() && attempt < MAX_ATTEMPTS => {}
+                result => {
+                    return result.map(|outcome| answer(&outcome));
+                }
+            }
+        }
+        unreachable!("the last attempt always returns")
+    }
+
+    pub async fn create_opportunity(
+        &self,
+        context: &CommandContext,
+        id: OpportunityId,
+        opportunity: NewOpportunity,
+    ) -> Result<CommandResult, CommandError> {
+        let definition = self.pipeline_definition(&opportunity.pipeline).await?;
+        let command = OpportunityCommand::Create {
+            opportunity,
+            definition,
+        };
+        self.execute::<OpportunityDecider>(context, &id.stream_id(), &command)
+            .await
+    }
+
+    pub async fn handle_opportunity(
+        &self,
+        context: &CommandContext,
+        id: OpportunityId,
+        request: OpportunityRequest,
+    ) -> Result<CommandResult, CommandError> {
+        let command = match request {
+            OpportunityRequest::Other(command) => command,
+            OpportunityRequest::ChangeStage { stage, reason } => OpportunityCommand::ChangeStage {
+                stage,
+                reason,
+                definition: self.definition_of_deal(id).await?,
+            },
+            OpportunityRequest::Reopen { stage } => OpportunityCommand::Reopen {
+                stage,
+                definition: self.definition_of_deal(id).await?,
+            },
+        };
+        self.execute::<OpportunityDecider>(context, &id.stream_id(), &command)
+            .await
+    }
+
+    pub async fn define_pipeline(
+        &self,
+        context: &CommandContext,
+        slug: &PipelineSlug,
+        definition: PipelineDefinition,
+    ) -> Result<CommandResult, CommandError> {
+        let command = PipelineCommand::Define(definition);
+        self.execute::<Pipeline>(context, &slug.stream_id(), &command)
+            .await
+    }
+
+    /// The current definition of the pipeline a deal belongs to. A deal's pipeline never changes,
+    /// so reading it outside the decision's retry loop is safe.
+    async fn definition_of_deal(
+        &self,
+        id: OpportunityId,
+    ) -> Result<PipelineDefinition, CommandError> {
+        let Some(deal) = self.load_opportunity(id).await?.state else {
+            return Err(Rejection::not_found("opportunity not found").into());
+        };
+        self.pipeline_definition(&deal.pipeline).await
+    }
+
+    async fn pipeline_definition(
+        &self,
+        slug: &PipelineSlug,
+    ) -> Result<PipelineDefinition, CommandError> {
+        self.load_pipeline(slug).await?.state.ok_or_else(|| {
+            Rejection::rule(
+                "pipeline-not-found",
+                format!("pipeline {slug} is not defined"),
+            )
+            .into()
+        })
+    }
+
+    /// The load–decide–append loop for a command on one stream.
+    async fn execute<D>(
+        &self,
+        context: &CommandContext,
+        stream_id: &str,
+        command: &D::Command,
+    ) -> Result<CommandResult, CommandError>
+    where
+        D: Decider,
+        D::Event: Serialize + DeserializeOwned,
+        CommandError: From<D::Error>,
+    {
+        for attempt in 1..=MAX_ATTEMPTS {
+            if let Some(result) = self.earlier_answer(context).await? {
+                return Ok(result);
+            }
+            let loaded = self.load::<D>(stream_id).await?;
+            check_if_match(context, stream_id, loaded.version)?;
+            let events = D::decide(command, &loaded.state)?;
+            let append = stream_append(stream_id, expected(loaded.version), &events, context);
+            match self.append(context, vec![append]).await {
+                Err(CommandError::Conflict { .. })
+                    if context.expected_version.is_none() && attempt < MAX_ATTEMPTS => {}
+                result => return result.map(|outcome| answer(&outcome)),
+            }
+        }
+        unreachable!("the last attempt always returns")
+    }
+
+    /// The stored answer when a repeatable command was already handled.
+    async fn earlier_answer(
+        &self,
+        context: &CommandContext,
+    ) -> Result<Option<CommandResult>, CommandError> {
+        if !context.repeatable {
+            return Ok(None);
+        }
+        let Some(earlier) = self.store.find_command(context.command_id).await? else {
+            return Ok(None);
+        };
+        if earlier.fingerprint != context.fingerprint {
+            return Err(CommandError::IdempotencyKeyReused);
+        }
+        Ok(Some(answer(&earlier.outcome)))
+    }
+
+    async fn append(
+        &self,
+        context: &CommandContext,
+        streams: Vec<StreamAppend>,
+    ) -> Result<AppendOutcome, CommandError> {
+        let request = AppendRequest {
+            command_id: context.command_id,
+            fingerprint: context.fingerprint.clone(),
+            streams,
+        };
+        self.store
+            .append(request)
+            .await
+            .map_err(|error| match error {
+                AppendError::Conflict {
+                    stream_id,
+                    expected,
+                    actual,
+                } => CommandError::Conflict {
+                    stream_id,
+                    expected: expected_number(&expected),
+                    actual,
+                },
+                AppendError::FingerprintMismatch { .. } => CommandError::IdempotencyKeyReused,
+                unavailable @ AppendError::Unavailable(_) => {
+                    CommandError::Unavailable(Box::new(unavailable))
+                }
+                other => CommandError::Unexpected(Box::new(other)),
+            })
+    }
+
+    async fn load<D>(&self, stream_id: &str) -> Result<Loaded<D::State>, CommandError>
+    where
+        D: Decider,
+        D::Event: DeserializeOwned,
+    {
+        let recorded = self.store.read_stream(stream_id).await?;
+        let mut state = D::State::default();
+        let mut version = 0;
+        for event in recorded {
+            let decoded: D::Event =
+                codec::decode(&event.event_type, event.schema_version, event.data).map_err(
+                    |error| {
+                        CommandError::Corrupt(format!(
+                            "{stream_id} version {}: {error}",
+                            event.stream_version
+                        ))
+                    },
+                )?;
+            state = D::evolve(state, &decoded);
+            version = event.stream_version;
+        }
+        Ok(Loaded { state, version })
+    }
+}
+
+/// The deal a qualified lead becomes, as the client describes it; the owner defaults to the
+/// lead's.
+#[derive(Debug, Clone)]
+pub struct QualifiedOpportunity {
+    pub name: domain::values::Text,
+    pub pipeline: PipelineSlug,
+    pub amount: domain::values::Amount,
+    pub currency: domain::values::Currency,
+    pub expected_close_date: chrono::NaiveDate,
+    pub owner: Option<Owner>,
+}
+
+fn check_if_match(
+    context: &CommandContext,
+    stream_id: &str,
+    actual: i64,
+) -> Result<(), CommandError> {
+    match context.expected_version {
+        Some(expected) if expected != actual => Err(CommandError::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected: Some(expected),
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn expected(version: i64) -> ExpectedVersion {
+    if version == 0 {
+        ExpectedVersion::NoStream
+    } else {
+        ExpectedVersion::Exact(version)
+    }
+}
+
+fn expected_number(expected: &ExpectedVersion) -> Option<i64> {
+    match expected {
+        ExpectedVersion::Any => None,
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(version) => Some(*version),
+    }
+}
+
+fn stream_append<E: Serialize>(
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: &[E],
+    context: &CommandContext,
+) -> StreamAppend {
+    let metadata = context.metadata();
+    StreamAppend {
+        stream_id: stream_id.to_owned(),
+        expected,
+        events: events
+            .iter()
+            .map(|event| {
+                let (event_type, data) = codec::encode(event);
+                NewEvent {
+                    event_id: Uuid::now_v7(),
+                    event_type,
+                    schema_version: CURRENT_SCHEMA_VERSION,
+                    data,
+                    metadata: metadata.clone(),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Builds the answer from an append's outcome alone, so that a repeated command gets the same
+/// answer from the stored outcome: the entity is the first stream's, and a qualification's
+/// opportunity is its second stream.
+fn answer(outcome: &AppendOutcome) -> CommandResult {
+    let entity = |index: usize| {
+        outcome
+            .streams
+            .get(index)
+            .and_then(|stream| stream.stream_id.split_once('-'))
+            .map(|(_, id)| id.to_owned())
+    };
+    CommandResult {
+        id: entity(0).unwrap_or_default(),
+        version: outcome.streams.first().map_or(0, |stream| stream.version),
+        position: outcome.position,
+        opportunity_id: entity(1),
+    }
+}

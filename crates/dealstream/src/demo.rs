@@ -1,0 +1,351 @@
+//! `dealstream demo`: a realistic sample history written through the same command layer as the
+//! API, so that every event carries ordinary metadata and passes every rule.
+//!
+//! The data is pseudo-random but reproducible for a given seed. Leads are worked concurrently, as
+//! a sales team's would be, which also exercises group commit.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use chrono::{Days, Duration, NaiveDate};
+use commands::{CommandContext, CommandHandler, OpportunityRequest, QualifiedOpportunity};
+use domain::lead::{Criteria, LeadProfile};
+use domain::opportunity::{Opportunity, OpportunityCommand, OpportunityStatus};
+use domain::values::{
+    ActivityId, ActivityKind, Amount, Country, Currency, LeadId, OpportunityId, Outcome,
+    PipelineSlug, StageName, Text, parse_owner,
+};
+use futures::{StreamExt, TryStreamExt};
+use uuid::Uuid;
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// How many leads to capture.
+    #[arg(long, default_value_t = 300)]
+    leads: u32,
+    /// Seed of the pseudo-random history; the same seed gives the same kind of history.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// Leads worked at the same time.
+const CONCURRENCY: usize = 16;
+
+const FIRST_NAMES: [&str; 12] = [
+    "Ada", "Ben", "Carla", "David", "Elif", "Felix", "Greta", "Hugo", "Ines", "Jonas", "Keiko",
+    "Luis",
+];
+const LAST_NAMES: [&str; 10] = [
+    "Schmidt", "Martin", "Smith", "Rossi", "Jansen", "Garcia", "Nilsson", "Dubois", "Brown",
+    "Weber",
+];
+const COMPANIES: [&str; 12] = [
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Vandelay",
+    "Stark",
+    "Wayne",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+    "Wonka",
+];
+const COUNTRIES: [&str; 8] = ["DE", "FR", "GB", "US", "NL", "ES", "IT", "SE"];
+const SOURCES: [&str; 5] = ["web", "referral", "event", "partner", "outbound"];
+const OWNERS: [&str; 6] = ["anna", "bruno", "chloe", "dmitri", "emma", "farid"];
+const LOSS_REASONS: [&str; 4] = [
+    "chose a competitor",
+    "no budget this year",
+    "project cancelled",
+    "went silent",
+];
+
+/// SplitMix64: a tiny, well-known generator; the demo needs variety, not cryptography.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut mixed = self.0;
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        mixed ^ (mixed >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    fn percent(&mut self) -> u64 {
+        self.below(100)
+    }
+}
+
+pub async fn run(handler: &CommandHandler, arguments: &DemoArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let deals: Vec<Option<OpportunityId>> = futures::stream::iter(0..arguments.leads)
+        .map(|index| {
+            work_lead(
+                handler,
+                arguments.seed.wrapping_mul(1_000_003) ^ u64::from(index),
+            )
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let deals: Vec<OpportunityId> = deals.into_iter().flatten().collect();
+    let mut states = Vec::with_capacity(deals.len());
+    for id in &deals {
+        if let Some(deal) = handler.load_opportunity(*id).await?.state {
+            states.push(deal);
+        }
+    }
+    let head = handler.store().head_position().await?;
+    println!(
+        "demo: {} leads, {} opportunities, store head position {head}, in {:.1}s",
+        arguments.leads,
+        states.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(id) = deals.first() {
+        println!("demo: a deal's history: GET /v1/opportunities/{id}/history");
+    }
+    print_summary(&states);
+    Ok(())
+}
+
+fn text(field: &'static str, value: &str) -> anyhow::Result<Text> {
+    Text::parse(field, value, Text::LONG).context("demo text")
+}
+
+fn actor(owner: &str) -> CommandContext {
+    CommandContext::new(format!("api:{owner}"))
+}
+
+/// Captures one lead and takes it as far as its dice say. Returns the deal it became, if any.
+async fn work_lead(handler: &CommandHandler, seed: u64) -> anyhow::Result<Option<OpportunityId>> {
+    let mut random = Random(seed);
+    let person = format!("{} {}", random.pick(&FIRST_NAMES), random.pick(&LAST_NAMES));
+    let company = random.pick(&COMPANIES);
+    let owner = random.pick(&OWNERS);
+    let lead_id = LeadId(Uuid::now_v7());
+    let profile = LeadProfile {
+        name: text("name", &person)?,
+        company: Some(text("company", company)?),
+        email: Some(domain::lead::Email::parse(&format!(
+            "{}@{}.example",
+            person.to_lowercase().replace(' ', "."),
+            company.to_lowercase()
+        ))?),
+        country: Some(Country::parse(random.pick(&COUNTRIES))?),
+        source: Some(text("source", random.pick(&SOURCES))?),
+    };
+    handler
+        .capture_lead(&actor(owner), lead_id, profile)
+        .await?;
+
+    let fate = random.percent();
+    if fate < 10 {
+        return Ok(None);
+    }
+    if fate < 20 {
+        handler
+            .disqualify_lead(&actor(owner), lead_id, text("reason", "no fit")?)
+            .await?;
+        return Ok(None);
+    }
+
+    let today = handler.now().date_naive();
+    let close_date = today
+        .checked_add_days(Days::new(random.below(180) + 7))
+        .unwrap_or(today);
+    let currency = match random.percent() {
+        0..50 => "EUR",
+        50..85 => "USD",
+        _ => "GBP",
+    };
+    let opportunity_id = OpportunityId(Uuid::now_v7());
+    let draft = QualifiedOpportunity {
+        name: text(
+            "name",
+            &format!(
+                "{company} {}",
+                random.pick(&["platform", "renewal", "expansion", "pilot"])
+            ),
+        )?,
+        pipeline: PipelineSlug::default_pipeline(),
+        amount: Amount::parse(i128::from(random.below(245_000) + 5_000) * 100)?,
+        currency: Currency::parse(currency)?,
+        expected_close_date: close_date,
+        owner: Some(parse_owner(owner)?),
+    };
+    let criteria = Criteria {
+        budget: true,
+        authority: random.percent() < 70,
+        need: true,
+        timeline: true,
+    };
+    let fallback = parse_owner("unassigned")?;
+    handler
+        .qualify_lead(
+            &actor(owner),
+            lead_id,
+            criteria,
+            opportunity_id,
+            draft,
+            fallback,
+        )
+        .await?;
+
+    work_deal(handler, opportunity_id, owner, close_date, &mut random).await?;
+    Ok(Some(opportunity_id))
+}
+
+/// One deal being worked by its owner; every call is a command of its own, with its own id.
+struct Deal<'a> {
+    handler: &'a CommandHandler,
+    id: OpportunityId,
+    owner: &'a str,
+}
+
+impl Deal<'_> {
+    async fn send(&self, command: OpportunityCommand) -> anyhow::Result<()> {
+        self.handle(OpportunityRequest::Other(command)).await
+    }
+
+    async fn handle(&self, request: OpportunityRequest) -> anyhow::Result<()> {
+        self.handler
+            .handle_opportunity(&actor(self.owner), self.id, request)
+            .await?;
+        Ok(())
+    }
+
+    async fn move_to(&self, stage: &str) -> anyhow::Result<()> {
+        self.handle(OpportunityRequest::ChangeStage {
+            stage: StageName::parse(stage)?,
+            reason: None,
+        })
+        .await
+    }
+
+    async fn activity(
+        &self,
+        kind: ActivityKind,
+        summary: &str,
+        days_ago: i64,
+    ) -> anyhow::Result<()> {
+        self.send(OpportunityCommand::LogActivity {
+            activity_id: ActivityId(Uuid::now_v7()),
+            kind,
+            summary: text("summary", summary)?,
+            occurred_at: self.handler.now() - Duration::days(days_ago),
+        })
+        .await
+    }
+}
+
+async fn work_deal(
+    handler: &CommandHandler,
+    id: OpportunityId,
+    owner: &str,
+    close_date: NaiveDate,
+    random: &mut Random,
+) -> anyhow::Result<()> {
+    let deal = Deal { handler, id, owner };
+    let reach = random.percent();
+    if reach >= 20 {
+        deal.activity(ActivityKind::Call, "intro call", 20).await?;
+        deal.move_to("contacted").await?;
+    }
+    if reach >= 45 {
+        deal.activity(ActivityKind::QuoteSent, "sent the quote", 12)
+            .await?;
+        deal.move_to("quoted").await?;
+    }
+    if reach >= 70 {
+        deal.activity(ActivityKind::Meeting, "negotiation meeting", 5)
+            .await?;
+        deal.move_to("negotiation").await?;
+    }
+    if random.percent() < 10 {
+        let current = handler.load_opportunity(id).await?.state;
+        let currency = current.context("the deal was just created")?.currency;
+        deal.send(OpportunityCommand::ChangeAmount {
+            amount: Amount::parse(i128::from(random.below(100_000) + 1_000) * 100)?,
+            currency,
+        })
+        .await?;
+    }
+    if random.percent() < 10 {
+        let later = close_date
+            .checked_add_days(Days::new(30))
+            .unwrap_or(close_date);
+        deal.send(OpportunityCommand::ChangeCloseDate {
+            expected_close_date: later,
+        })
+        .await?;
+    }
+    let ending = random.percent();
+    if ending < 15 {
+        deal.send(OpportunityCommand::Close {
+            outcome: Outcome::Won,
+            reason: None,
+            closed_at: handler.now(),
+        })
+        .await?;
+    } else if ending < 25 {
+        let reason = random.pick(&LOSS_REASONS);
+        deal.send(OpportunityCommand::Close {
+            outcome: Outcome::Lost,
+            reason: Some(text("reason", reason)?),
+            closed_at: handler.now(),
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+fn major(minor: i128) -> String {
+    format!("{}.{:02}", minor / 100, minor % 100)
+}
+
+fn print_summary(deals: &[Opportunity]) {
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut board: BTreeMap<(String, String), (usize, i128, i128)> = BTreeMap::new();
+    for deal in deals {
+        let status = match deal.status {
+            OpportunityStatus::Open => "open",
+            OpportunityStatus::Won => "won",
+            OpportunityStatus::Lost => "lost",
+        };
+        *by_status.entry(status).or_default() += 1;
+        if deal.is_open() {
+            let column = board
+                .entry((deal.stage.to_string(), deal.currency.to_string()))
+                .or_default();
+            column.0 += 1;
+            column.1 += i128::from(deal.amount.minor_units());
+            column.2 += i128::from(deal.weighted_amount());
+        }
+    }
+    println!("\nopportunities by status: {by_status:?}");
+    println!("\nboard of pipeline default (open deals):");
+    println!(
+        "{:<12} {:<4} {:>6} {:>16} {:>16}",
+        "stage", "cur", "count", "amount", "weighted"
+    );
+    for ((stage, currency), (count, amount, weighted)) in &board {
+        println!(
+            "{stage:<12} {currency:<4} {count:>6} {:>16} {:>16}",
+            major(*amount),
+            major(*weighted)
+        );
+    }
+}

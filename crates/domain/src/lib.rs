@@ -1,0 +1,15 @@
+//! The functional core of dealstream: the events, commands and rules of leads, opportunities and
+//! pipelines (SPEC section 1), as pure `decide` and `evolve` functions.
+//!
+//! This crate deliberately has no async runtime, no database, messaging or HTTP dependency, and no
+//! clock or randomness: callers pass the current time and any new ids in commands. The command
+//! handler around it lives in the `commands` crate; read `decider` first, then one aggregate.
+
+pub mod codec;
+pub mod decider;
+pub mod lead;
+pub mod opportunity;
+pub mod pipeline;
+pub mod values;
+
+pub use decider::Decider;

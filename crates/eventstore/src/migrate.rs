@@ -1,0 +1,111 @@
+//! Versioned schema migrations, embedded in the binary.
+//!
+//! All pending migrations are applied in one transaction under a transaction-scoped advisory lock
+//! keyed on the current schema, so services starting at the same moment serialize: the first
+//! applies them, the others wait and then find nothing left to do. A failure rolls everything
+//! back, so the schema is never left half-migrated.
+
+use deadpool_postgres::Pool;
+use tokio_postgres::IsolationLevel;
+
+use crate::error::StoreError;
+
+/// One embedded migration. Versions are applied in ascending order and never edited once
+/// released; a change is a new file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        sql: include_str!("../migrations/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "commands",
+        sql: include_str!("../migrations/0002_commands.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "append_only",
+        sql: include_str!("../migrations/0003_append_only.sql"),
+    },
+];
+
+/// The migrations this build knows, in the order they are applied.
+pub fn migrations() -> &'static [Migration] {
+    MIGRATIONS
+}
+
+/// Brings `current_schema()` up to date. Idempotent, and safe when several processes run it at
+/// once.
+pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await?;
+    // Read committed so that, after waiting for the lock, the next statement's fresh snapshot
+    // sees the migrations another process just committed.
+    let transaction = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .start()
+        .await?;
+
+    // Without a schema on the search path the lock key below would be NULL, which takes no lock
+    // at all, and the tables would have nowhere to go.
+    let schema: Option<String> = transaction
+        .query_one("select current_schema()", &[])
+        .await?
+        .get(0);
+    let Some(schema) = schema else {
+        return Err(StoreError::message(
+            "no schema on the search_path: create it or fix the connection's search_path",
+        ));
+    };
+
+    transaction
+        .execute(
+            "select pg_advisory_xact_lock(hashtext(current_schema() || '.migrate'))",
+            &[],
+        )
+        .await?;
+    transaction
+        .batch_execute(
+            "create table if not exists schema_migrations (
+                version    int primary key,
+                name       text not null,
+                applied_at timestamptz not null default clock_timestamp()
+            )",
+        )
+        .await?;
+    let applied: Vec<i32> = transaction
+        .query("select version from schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        tracing::info!(
+            schema = %schema,
+            version = migration.version,
+            name = migration.name,
+            "applying migration"
+        );
+        transaction.batch_execute(migration.sql).await?;
+        transaction
+            .execute(
+                "insert into schema_migrations (version, name) values ($1, $2)",
+                &[&migration.version, &migration.name],
+            )
+            .await?;
+    }
+    transaction.commit().await?;
+    Ok(())
+}
