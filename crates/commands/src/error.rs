@@ -109,6 +109,8 @@ impl From<OpportunityError> for CommandError {
                 E::OpportunityNotClosed => "opportunity-not-closed",
                 E::LostReasonRequired => "lost-reason-required",
                 E::EmptyOverride => "empty-override",
+                E::ClosedCategoryOnOpenDeal(_) => "closed-category-on-open-deal",
+                E::PipelineHasNoStages(_) => "pipeline-has-no-stages",
                 E::FollowUpAlreadyExists(_) => "follow-up-already-exists",
                 E::FollowUpCancelled(_) => "follow-up-cancelled",
                 E::FollowUpCompleted(_) => "follow-up-completed",

@@ -272,7 +272,7 @@ pub enum OpportunityError {
         pipeline: PipelineSlug,
     },
     #[error(
-        "a closed opportunity accepts no stage, probability, amount, close date, owner or follow-up change until it is reopened"
+        "a closed opportunity accepts no stage, probability, amount, close date or owner change and no new follow-up until it is reopened"
     )]
     OpportunityClosed,
     #[error("the opportunity is already closed")]
@@ -283,6 +283,10 @@ pub enum OpportunityError {
     LostReasonRequired,
     #[error("a probability override needs a probability, a forecast category or both")]
     EmptyOverride,
+    #[error("forecast category {} belongs to closed deals only", .0.as_str())]
+    ClosedCategoryOnOpenDeal(ForecastCategory),
+    #[error("pipeline {0} has no stages")]
+    PipelineHasNoStages(PipelineSlug),
     #[error("follow-up {0} not found on this opportunity")]
     FollowUpNotFound(FollowUpId),
     #[error("follow-up {0} already exists")]
@@ -321,6 +325,15 @@ fn stage_in<'a>(
         })
 }
 
+fn first_stage<'a>(
+    definition: &'a PipelineDefinition,
+    pipeline: &PipelineSlug,
+) -> Result<&'a StageDefinition, OpportunityError> {
+    definition
+        .first_stage()
+        .ok_or_else(|| OpportunityError::PipelineHasNoStages(pipeline.clone()))
+}
+
 /// Wraps a single event, or nothing when the command changes nothing.
 fn unless_unchanged(unchanged: bool, event: OpportunityEvent) -> Vec<OpportunityEvent> {
     if unchanged { vec![] } else { vec![event] }
@@ -348,7 +361,7 @@ impl Decider for OpportunityDecider {
                 }
                 let stage = match &new.stage {
                     Some(stage) => stage_in(definition, &new.pipeline, stage)?,
-                    None => definition.first_stage(),
+                    None => first_stage(definition, &new.pipeline)?,
                 };
                 Ok(vec![E::OpportunityCreated(OpportunityCreated {
                     name: new.name.clone(),
@@ -369,17 +382,19 @@ impl Decider for OpportunityDecider {
                 definition,
             } => {
                 let opportunity = open(state)?;
+                // Checked before the stage's existence: staying in a stage that a revision has
+                // since removed is still a no-op, not an error.
+                if &opportunity.stage == stage {
+                    return Ok(vec![]);
+                }
                 let target = stage_in(definition, &opportunity.pipeline, stage)?;
-                Ok(unless_unchanged(
-                    &opportunity.stage == stage,
-                    E::StageChanged {
-                        from: opportunity.stage.clone(),
-                        to: target.name.clone(),
-                        probability: target.probability,
-                        forecast_category: target.forecast_category,
-                        reason: reason.clone(),
-                    },
-                ))
+                Ok(vec![E::StageChanged {
+                    from: opportunity.stage.clone(),
+                    to: target.name.clone(),
+                    probability: target.probability,
+                    forecast_category: target.forecast_category,
+                    reason: reason.clone(),
+                }])
             }
             C::OverrideProbability {
                 probability,
@@ -388,6 +403,11 @@ impl Decider for OpportunityDecider {
                 let opportunity = open(state)?;
                 if probability.is_none() && forecast_category.is_none() {
                     return Err(OpportunityError::EmptyOverride);
+                }
+                if let Some(category @ (ForecastCategory::Closed | ForecastCategory::Omitted)) =
+                    forecast_category
+                {
+                    return Err(OpportunityError::ClosedCategoryOnOpenDeal(*category));
                 }
                 let unchanged = probability.is_none_or(|p| p == opportunity.probability())
                     && forecast_category.is_none_or(|c| c == opportunity.forecast_category());
@@ -502,7 +522,7 @@ impl Decider for OpportunityDecider {
                 due_at,
             } => {
                 let opportunity = existing(state)?;
-                let still_wanted = true
+                let still_wanted = opportunity.is_open()
                     && opportunity
                         .follow_ups
                         .get(follow_up_id)
@@ -541,7 +561,7 @@ impl Decider for OpportunityDecider {
                 }
                 let target = match stage {
                     Some(stage) => stage_in(definition, &opportunity.pipeline, stage)?,
-                    None => definition.first_stage(),
+                    None => first_stage(definition, &opportunity.pipeline)?,
                 };
                 Ok(vec![E::OpportunityReopened {
                     stage: target.name.clone(),

@@ -87,9 +87,9 @@ impl PipelineDefinition {
         self.stages.iter().find(|stage| &stage.name == name)
     }
 
-    pub fn first_stage(&self) -> &StageDefinition {
-        // `new` refuses an empty list, and events only ever carry validated definitions.
-        &self.stages[0]
+    /// `None` only for a definition that bypassed [`PipelineDefinition::new`].
+    pub fn first_stage(&self) -> Option<&StageDefinition> {
+        self.stages.first()
     }
 }
 

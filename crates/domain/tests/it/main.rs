@@ -1,0 +1,10 @@
+//! The domain crate's single integration test binary: given/when/then tests of every rule of
+//! SPEC section 1, the stored event shapes, and property tests for every decider.
+
+mod codec;
+mod lead;
+mod opportunity;
+mod pipeline;
+mod properties;
+mod support;
+mod values;
