@@ -34,6 +34,9 @@ enum Command {
     Run,
     /// Writes a realistic sample history through the command layer and prints a summary.
     Demo(demo::DemoArgs),
+    /// Measures throughput and latency beside baselines taken in the same run, in a scratch
+    /// schema of the configured database.
+    Bench(bench::BenchOptions),
 }
 
 /// Database connections each process keeps; enough for group commit plus concurrent reads on a
@@ -56,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
             let handler = command_handler(&settings).await?;
             demo::run(&handler, &arguments).await
         }
+        Command::Bench(options) => run_bench(&settings, &options).await,
     };
     if let Err(error) = &result {
         tracing::error!(
@@ -107,4 +111,14 @@ async fn serve_api(settings: &Settings, shutdown: CancellationToken) -> anyhow::
     )
     .await
     .context("http server failed")
+}
+
+async fn run_bench(settings: &Settings, options: &bench::BenchOptions) -> anyhow::Result<()> {
+    let report = bench::run(settings.database_url.expose(), options).await?;
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(())
 }

@@ -1,0 +1,249 @@
+//! The `commands` scenario and its `baseline-insert` baseline.
+//!
+//! Clients send single-event commands (stage moves, activities, amount changes) over HTTP to a
+//! population of deals for a fixed time. The baseline then inserts as many events, with the same
+//! payload, into a scratch copy of the events table, one INSERT per transaction, with as many
+//! connections as there were clients: the cost of durably writing one event per commit with no
+//! domain, no HTTP and no ordering guarantee. Only group commit lets commands beat it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use commands::CommandContext;
+use domain::opportunity::NewOpportunity;
+use domain::values::{Amount, Currency, OpportunityId, PipelineSlug, Text, parse_owner};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::report::{Figure, Report};
+use crate::stats::Latency;
+use crate::{BenchOptions, Deployment};
+
+const STAGES: [&str; 4] = ["new", "contacted", "quoted", "negotiation"];
+
+pub async fn run(
+    deployment: &Deployment,
+    options: &BenchOptions,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let deals = create_deals(deployment, options.deals).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    for &clients in &options.clients {
+        let figure = drive_commands(deployment, &client, &deals, clients, options.seconds).await?;
+        tracing::info!(clients, per_second = figure.per_second, "commands measured");
+        let events = figure.count.max(1_000);
+        report.figures.push(figure);
+        let baseline = baseline_insert(deployment, clients, events).await?;
+        report.figures.push(baseline);
+    }
+    report.link_baselines();
+    Ok(())
+}
+
+async fn create_deals(deployment: &Deployment, count: usize) -> anyhow::Result<Vec<Uuid>> {
+    let close_date = deployment.handler.now().date_naive() + chrono::Days::new(60);
+    let mut ids = Vec::with_capacity(count);
+    for index in 0..count {
+        let id = OpportunityId(Uuid::now_v7());
+        let opportunity = NewOpportunity {
+            name: Text::parse("name", &format!("bench deal {index}"), Text::SHORT)?,
+            lead_id: None,
+            pipeline: PipelineSlug::default_pipeline(),
+            stage: None,
+            amount: Amount::parse(1_000_000)?,
+            currency: Currency::parse(["EUR", "USD"][index % 2])?,
+            expected_close_date: close_date,
+            owner: parse_owner(["anna", "bruno", "chloe"][index % 3])?,
+        };
+        deployment
+            .handler
+            .create_opportunity(&CommandContext::new("bench:setup"), id, opportunity)
+            .await?;
+        ids.push(id.0);
+    }
+    Ok(ids)
+}
+
+/// xorshift64*: each client's own cheap generator, so that clients do not contend on one.
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound as u64) as usize
+    }
+}
+
+fn next_command(random: &mut Random, deal: Uuid) -> (String, Value) {
+    match random.below(3) {
+        0 => (
+            format!("/v1/opportunities/{deal}/stage"),
+            json!({ "stage": STAGES[random.below(STAGES.len())] }),
+        ),
+        1 => (
+            format!("/v1/opportunities/{deal}/activities"),
+            json!({ "kind": "note", "summary": "bench activity with a summary of ordinary length" }),
+        ),
+        _ => (
+            format!("/v1/opportunities/{deal}/amount"),
+            json!({ "amount": 100_000 + random.below(10_000_000), "currency": "EUR" }),
+        ),
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    conflicts: AtomicU64,
+    errors: AtomicU64,
+}
+
+async fn drive_commands(
+    deployment: &Deployment,
+    client: &reqwest::Client,
+    deals: &[Uuid],
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Figure> {
+    let counters = Arc::new(Counters::default());
+    let deals: Arc<[Uuid]> = deals.into();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for seed in 0..clients {
+        let client = client.clone();
+        let counters = counters.clone();
+        let deals = deals.clone();
+        let base = deployment.url("");
+        tasks.spawn(async move {
+            let mut random = Random(0x9E37_79B9_7F4A_7C15 ^ (seed as u64 + 1));
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let deal = deals[random.below(deals.len())];
+                let (path, body) = next_command(&mut random, deal);
+                let sent = Instant::now();
+                let status = client
+                    .post(format!("{base}{path}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|response| response.status());
+                latencies.push(sent.elapsed());
+                match status {
+                    Ok(status) if status.is_success() => {}
+                    Ok(status) if status == reqwest::StatusCode::CONFLICT => {
+                        counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(finished) = tasks.join_next().await {
+        latencies.extend(finished.context("a bench client failed")?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Figure {
+        scenario: "commands",
+        concurrency: clients,
+        count: latencies.len() as u64,
+        per_second: latencies.len() as f64 / elapsed,
+        latency: Some(Latency::of(&mut latencies)),
+        errors: counters.errors.load(Ordering::Relaxed),
+        conflicts: counters.conflicts.load(Ordering::Relaxed),
+        baseline: Some("baseline-insert"),
+        ratio: None,
+    })
+}
+
+/// A recent event's data and metadata, so that baseline rows carry a realistic payload.
+async fn sample_payload(deployment: &Deployment) -> anyhow::Result<(Value, Value)> {
+    let store = deployment.handler.store();
+    let head = store.head_position().await?;
+    let event = store
+        .read_all(head - 1, 1, None)
+        .await?
+        .pop()
+        .context("the commands scenario wrote no event")?;
+    Ok((event.data, event.metadata))
+}
+
+async fn baseline_insert(
+    deployment: &Deployment,
+    clients: usize,
+    events: u64,
+) -> anyhow::Result<Figure> {
+    let (data, metadata) = sample_payload(deployment).await?;
+    {
+        let client = deployment.pool.get().await?;
+        client
+            .batch_execute(
+                "drop table if exists baseline_events;
+                 drop sequence if exists baseline_positions;
+                 create sequence baseline_positions;
+                 create table baseline_events (like events including all);
+                 alter table baseline_events alter column position
+                     set default nextval('baseline_positions');",
+            )
+            .await
+            .context("could not create the baseline table")?;
+    }
+    let remaining = Arc::new(AtomicU64::new(events));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let pool = deployment.pool.clone();
+        let remaining = remaining.clone();
+        let (data, metadata) = (data.clone(), metadata.clone());
+        tasks.spawn(async move {
+            let client = pool.get().await?;
+            let insert = client
+                .prepare(
+                    "insert into baseline_events (event_id, stream_id, stream_version, \
+                     event_type, schema_version, recorded_at, data, metadata) \
+                     values ($1, $2, 1, 'ActivityLogged', 1, clock_timestamp(), $3, $4)",
+                )
+                .await?;
+            let mut latencies = Vec::new();
+            while remaining
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+            {
+                let stream_id = format!("opportunity-{}", Uuid::now_v7());
+                let sent = Instant::now();
+                client
+                    .execute(&insert, &[&Uuid::now_v7(), &stream_id, &data, &metadata])
+                    .await?;
+                latencies.push(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(finished) = tasks.join_next().await {
+        latencies.extend(finished.context("a baseline client failed")??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Figure {
+        scenario: "baseline-insert",
+        concurrency: clients,
+        count: latencies.len() as u64,
+        per_second: latencies.len() as f64 / elapsed,
+        latency: Some(Latency::of(&mut latencies)),
+        errors: 0,
+        conflicts: 0,
+        baseline: None,
+        ratio: None,
+    })
+}
