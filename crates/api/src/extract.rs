@@ -40,9 +40,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
         let (parts, body) = request.into_parts();
         let mut context = CommandContext::new(actor(&parts.headers)?);
         context.expected_version = if_match(&parts.headers)?;
-        if let Some(correlation_id) = header_uuid(&parts.headers, "x-correlation-id")? {
-            context.correlation_id = correlation_id;
-        }
+        let correlation_id = header_uuid(&parts.headers, "x-correlation-id")?;
         let too_large = ApiError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,
         };
@@ -63,6 +61,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
             serde_json::from_slice(&bytes)
                 .map_err(|error| ApiError::BadRequest(format!("malformed JSON: {error}")))?
         };
+        // Every command body is an object. Serde would otherwise also read a struct from an
+        // array of its fields in order, so `["Ada", null, null, null, null]` would capture a lead.
+        if !json.is_object() {
+            return Err(ApiError::BadRequest(
+                "invalid type: the request body must be a JSON object".to_owned(),
+            ));
+        }
         let mut in_flight = None;
         if let Some(key) = idempotency_key(&parts.headers)? {
             context.command_id = Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, key.as_bytes());
@@ -74,6 +79,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
             let canonical = format!("{} {}\n{json}", parts.method, parts.uri.path());
             context.fingerprint = Some(Sha256::digest(canonical.as_bytes()).to_vec());
             in_flight = Some(InFlight::register(&state.in_flight, context.command_id)?);
+        }
+        if let Some(correlation_id) = correlation_id {
+            context.correlation_id = correlation_id;
         }
         let body = serde_path_to_error::deserialize(json).map_err(|error| {
             let path = error.path().to_string();

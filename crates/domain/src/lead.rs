@@ -1,26 +1,32 @@
 //! The lead aggregate: captured, routed to an owner, then qualified (which converts it into an
 //! opportunity) or disqualified.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::decider::Decider;
 use crate::values::{Country, InvalidValue, OpportunityId, Owner, Text};
 
 /// What is known about a lead when it is captured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LeadProfile {
+    /// The person's name.
     pub name: Text,
+    /// The company the person works for; null when unknown.
     pub company: Option<Text>,
+    /// The person's e-mail address; null when unknown.
     pub email: Option<Email>,
+    /// Where the person is; null when unknown. Routing rules may match on it.
     pub country: Option<Country>,
+    /// Where the lead came from (a campaign, a web form, a fair); null when unknown.
     pub source: Option<Text>,
 }
 
 /// An e-mail address: one `@` with something on both sides, no white space, at most 254 bytes
 /// (the SMTP path limit). Deliverability is not this type's business.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
-pub struct Email(String);
+pub struct Email(#[schemars(regex(pattern = r"^[^@\s]+@[^@\s]+$"), length(max = 254))] String);
 
 impl Email {
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
@@ -46,11 +52,15 @@ impl Email {
 }
 
 /// BANT: the four questions a lead is qualified against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Criteria {
+    /// The buyer has a budget for it.
     pub budget: bool,
+    /// The contact can make or sway the decision.
     pub authority: bool,
+    /// The buyer has a need the offer meets.
     pub need: bool,
+    /// The buyer means to decide within a known time.
     pub timeline: bool,
 }
 
@@ -89,14 +99,36 @@ impl QualificationRule {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The events of a `lead-<id>` stream. The doc comments of the variants and their fields are the
+/// descriptions in the published JSON Schemas (docs/schemas).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event_type", content = "data")]
 pub enum LeadEvent {
+    /// A lead was captured: the first event of every lead stream.
     LeadCaptured(LeadProfile),
-    LeadRouted { owner: Owner, rule: Text },
-    LeadQualified { criteria: Criteria },
-    LeadDisqualified { reason: Text },
-    LeadConverted { opportunity_id: OpportunityId },
+    /// Routing rules assigned the lead an owner.
+    LeadRouted {
+        /// Who owns the lead now.
+        owner: Owner,
+        /// The name of the routing rule that chose the owner.
+        rule: Text,
+    },
+    /// The lead met its qualification rule. Always followed, in the same transaction, by
+    /// `LeadConverted` and the `OpportunityCreated` it names.
+    LeadQualified {
+        /// The BANT answers the lead was qualified with.
+        criteria: Criteria,
+    },
+    /// The lead was disqualified; it cannot be qualified afterwards.
+    LeadDisqualified {
+        /// Why the lead was disqualified.
+        reason: Text,
+    },
+    /// The qualified lead became an opportunity; the last event of a converted lead.
+    LeadConverted {
+        /// The opportunity the lead became; its stream is `opportunity-<opportunity_id>`.
+        opportunity_id: OpportunityId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

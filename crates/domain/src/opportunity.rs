@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::decider::Decider;
@@ -17,82 +18,145 @@ use crate::values::{
     Outcome, Owner, PipelineSlug, Probability, StageName, Text, weighted_amount,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A deal was created, from a qualified lead or directly (an import): the first event of every
+/// opportunity stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OpportunityCreated {
+    /// The deal's name.
     pub name: Text,
+    /// The lead the deal was converted from; null for a deal created directly.
     pub lead_id: Option<LeadId>,
+    /// The slug of the pipeline the deal moves through.
     pub pipeline: PipelineSlug,
+    /// The stage the deal starts in (the pipeline's first stage unless one was given).
     pub stage: StageName,
+    /// The starting stage's probability at the time of creation.
     pub probability: Probability,
+    /// The starting stage's forecast category at the time of creation.
     pub forecast_category: ForecastCategory,
+    /// The deal's value in minor units of `currency`.
     pub amount: Amount,
+    /// The currency of `amount`.
     pub currency: Currency,
+    /// When the deal is expected to close.
     pub expected_close_date: NaiveDate,
+    /// Who owns the deal.
     pub owner: Owner,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The events of an `opportunity-<id>` stream. The doc comments of the variants and their fields
+/// are the descriptions in the published JSON Schemas (docs/schemas).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event_type", content = "data")]
 pub enum OpportunityEvent {
     OpportunityCreated(OpportunityCreated),
+    /// The deal moved to another stage of its pipeline. It takes the new stage's probability and
+    /// forecast category, and any probability override is cleared.
     StageChanged {
+        /// The stage the deal left.
         from: StageName,
+        /// The stage the deal entered.
         to: StageName,
+        /// The entered stage's probability, as defined when the deal entered it.
         probability: Probability,
+        /// The entered stage's forecast category, as defined when the deal entered it.
         forecast_category: ForecastCategory,
+        /// Why the deal moved; null when no reason was given.
         reason: Option<Text>,
     },
-    /// An absent field keeps its value; both stand until the next stage change.
+    /// The deal's own probability and/or forecast category were set, overriding its stage's. A
+    /// null field keeps its value; both stand until the next stage change or a reopen.
     ProbabilityOverridden {
+        /// The deal's own probability; null keeps the current one.
         probability: Option<Probability>,
+        /// The deal's own forecast category (`pipeline`, `best_case` or `commit`); null keeps the
+        /// current one.
         forecast_category: Option<ForecastCategory>,
     },
+    /// The deal's amount and/or currency changed.
     AmountChanged {
+        /// The new amount in minor units of `currency`.
         amount: Amount,
+        /// The currency of the new amount.
         currency: Currency,
     },
+    /// The deal's expected close date changed.
     CloseDateChanged {
+        /// The new expected close date.
         expected_close_date: NaiveDate,
+        /// The expected close date before this change.
         previous: NaiveDate,
     },
+    /// The deal's owner changed.
     OwnerChanged {
+        /// The new owner.
         owner: Owner,
+        /// The owner before this change.
         previous: Owner,
     },
+    /// A touch with the customer (or a note) was logged; accepted on closed deals too.
     ActivityLogged {
+        /// Identifies the activity.
         activity_id: ActivityId,
+        /// What kind of touch it was.
         kind: ActivityKind,
+        /// What happened, in the user's words.
         summary: Text,
+        /// When the activity happened (which may be before it was logged).
         occurred_at: DateTime<Utc>,
     },
+    /// A follow-up was planned on an open deal, usually by a workflow rule.
     FollowUpScheduled {
+        /// Identifies the follow-up within the deal.
         follow_up_id: FollowUpId,
+        /// What kind of follow-up it is, such as `first-contact` or `quote-follow-up`.
         kind: FollowUpKind,
+        /// When the follow-up falls due; its reminder (`FollowUpDue`) fires then if it is still
+        /// open.
         due_at: DateTime<Utc>,
+        /// The name of the rule that scheduled it.
         rule: Text,
     },
+    /// A scheduled follow-up was done.
     FollowUpCompleted {
+        /// The follow-up that was completed.
         follow_up_id: FollowUpId,
     },
+    /// A scheduled follow-up was called off, for example because the deal closed.
     FollowUpCancelled {
+        /// The follow-up that was cancelled.
         follow_up_id: FollowUpId,
+        /// Why it was cancelled.
         reason: Text,
     },
     /// A reminder fired: a scheduled follow-up reaching its due time, or a `stale-deal` or
     /// `close-date-passed` reminder, which has no scheduled follow-up behind it.
     FollowUpDue {
+        /// The follow-up that fell due, or the id of the reminder when none was scheduled.
         follow_up_id: FollowUpId,
+        /// The follow-up's kind, or `stale-deal` / `close-date-passed` for those reminders.
         kind: FollowUpKind,
+        /// The time the reminder was due (it may fire a little later).
         due_at: DateTime<Utc>,
     },
+    /// The deal was closed won or lost. A closed deal counts with probability 100 and category
+    /// `closed` when won, 0 and `omitted` when lost.
     OpportunityClosed {
+        /// How the deal ended: `won` or `lost`.
         outcome: Outcome,
+        /// Why it ended; always present when lost, null when no reason was given for a win.
         reason: Option<Text>,
+        /// When the deal was closed.
         closed_at: DateTime<Utc>,
     },
+    /// A closed deal was opened again, in the given stage, with that stage's probability and
+    /// category; overrides are cleared.
     OpportunityReopened {
+        /// The stage the deal is reopened in.
         stage: StageName,
+        /// That stage's probability at the time of the reopen.
         probability: Probability,
+        /// That stage's forecast category at the time of the reopen.
         forecast_category: ForecastCategory,
     },
 }

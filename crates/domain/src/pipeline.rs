@@ -2,6 +2,7 @@
 //! forecast category. Revisions append a new definition; deals already in a stage that a revision
 //! removed stay there until they move.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::decider::Decider;
@@ -10,17 +11,25 @@ use crate::values::{ForecastCategory, InvalidValue, Probability, StageName, Text
 /// At most this many stages, so that a board stays readable and a definition stays small.
 pub const MAX_STAGES: usize = 50;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One open stage of a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StageDefinition {
+    /// The stage's name, unique within its pipeline.
     pub name: StageName,
+    /// The probability a deal takes when it enters this stage.
     pub probability: Probability,
+    /// The forecast category a deal takes when it enters this stage: `pipeline`, `best_case` or
+    /// `commit` (never `closed` or `omitted`).
     pub forecast_category: ForecastCategory,
 }
 
 /// A validated definition: at least one stage, unique stage names, open categories only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PipelineDefinition {
+    /// The pipeline's display name; its slug is in the stream id, `pipeline-<slug>`.
     pub name: Text,
+    /// The open stages in order, first to last; at most 50, names unique.
+    #[schemars(length(min = 1, max = MAX_STAGES))]
     pub stages: Vec<StageDefinition>,
 }
 
@@ -93,10 +102,15 @@ impl PipelineDefinition {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The events of a `pipeline-<slug>` stream. The doc comments of the variants are the
+/// descriptions in the published JSON Schemas (docs/schemas).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event_type", content = "data")]
 pub enum PipelineEvent {
+    /// The pipeline was defined: the first event of every pipeline stream.
     PipelineDefined(PipelineDefinition),
+    /// The pipeline's definition was replaced as a whole. Deals keep the stage, probability and
+    /// category they have until their next stage change.
     PipelineRevised(PipelineDefinition),
 }
 

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -28,9 +29,20 @@ impl InvalidValue {
 }
 
 macro_rules! uuid_id {
-    ($name:ident, $category:literal) => {
+    ($name:ident, $category:literal, $doc:literal) => {
+        #[doc = $doc]
         #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            PartialOrd,
+            Ord,
+            Hash,
+            Serialize,
+            Deserialize,
+            JsonSchema,
         )]
         #[serde(transparent)]
         pub struct $name(pub Uuid);
@@ -51,11 +63,21 @@ macro_rules! uuid_id {
     };
 }
 
-uuid_id!(LeadId, "lead");
-uuid_id!(OpportunityId, "opportunity");
+uuid_id!(
+    LeadId,
+    "lead",
+    "The id of a lead, a UUID (v7 for new leads); its stream is `lead-<id>`."
+);
+uuid_id!(
+    OpportunityId,
+    "opportunity",
+    "The id of an opportunity (a deal), a UUID (v7 for new deals); its stream is `opportunity-<id>`."
+);
 
 /// Identifies one follow-up within its opportunity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct FollowUpId(pub Uuid);
 
@@ -66,14 +88,18 @@ impl fmt::Display for FollowUpId {
 }
 
 /// Identifies one logged activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct ActivityId(pub Uuid);
 
-/// A money amount in the currency's minor unit. Never negative.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A money amount in the currency's minor unit (cents for EUR), a 64-bit integer. Never negative.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
-pub struct Amount(i64);
+pub struct Amount(#[schemars(range(min = 0))] i64);
 
 impl Amount {
     pub const ZERO: Amount = Amount(0);
@@ -98,9 +124,11 @@ impl Amount {
 }
 
 /// An active ISO 4217 currency code, three upper-case letters.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
-pub struct Currency(String);
+pub struct Currency(#[schemars(regex(pattern = r"^[A-Z]{3}$"))] String);
 
 impl Currency {
     pub fn parse(code: &str) -> Result<Self, InvalidValue> {
@@ -134,9 +162,9 @@ impl fmt::Display for Currency {
 }
 
 /// An ISO 3166-1 alpha-2 country code in upper case.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
-pub struct Country(String);
+pub struct Country(#[schemars(regex(pattern = r"^[A-Z]{2}$"))] String);
 
 impl Country {
     pub fn parse(code: &str) -> Result<Self, InvalidValue> {
@@ -157,9 +185,11 @@ impl Country {
 }
 
 /// An integer percentage from 0 to 100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
-pub struct Probability(u8);
+pub struct Probability(#[schemars(range(min = 0, max = 100))] u8);
 
 impl Probability {
     pub const CERTAIN: Probability = Probability(100);
@@ -188,7 +218,9 @@ pub fn weighted_amount(amount: Amount, probability: Probability) -> i64 {
 }
 
 /// Where a deal counts in the forecast. `closed` and `omitted` belong to closed deals only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ForecastCategory {
     Pipeline,
@@ -234,9 +266,15 @@ macro_rules! slug {
     ($name:ident, $field:literal) => {
         /// A lower-case slug: `a-z`, `0-9`, `-` and `_`, starting with a letter or digit, at most
         /// 64 bytes. Compared exactly.
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+        )]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(
+            // The pattern and length are `is_slug` in JSON Schema terms; the schema test checks
+            // them against values `parse` accepts.
+            #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]*$"), length(max = 64))] String,
+        );
 
         impl $name {
             pub fn parse(value: &str) -> Result<Self, InvalidValue> {
@@ -281,9 +319,9 @@ impl PipelineSlug {
 
 /// Free text with bounds on its length in characters. Leading and trailing white space is trimmed
 /// so that "  " counts as empty.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
-pub struct Text(String);
+pub struct Text(#[schemars(length(min = 1, max = Text::LONG))] String);
 
 impl Text {
     pub const SHORT: usize = 200;
@@ -333,7 +371,7 @@ pub fn parse_owner(value: &str) -> Result<Owner, InvalidValue> {
 }
 
 /// What kind of touch an activity was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivityKind {
     Call,
@@ -376,7 +414,7 @@ impl ActivityKind {
 }
 
 /// How a deal ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Won,

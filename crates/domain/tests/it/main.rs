@@ -6,5 +6,6 @@ mod lead;
 mod opportunity;
 mod pipeline;
 mod properties;
+mod schemas;
 mod support;
 mod values;

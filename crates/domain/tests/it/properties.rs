@@ -109,6 +109,8 @@ where
             data
         );
     }
+    // The published JSON Schema (docs/schemas) describes every event a decider emits.
+    crate::schemas::check_data(&event_type, &data).map_err(TestCaseError::fail)?;
     let stored = serde_json::to_string(&data).expect("data serialises");
     let read: Value = serde_json::from_str(&stored).expect("stored data parses");
     let decoded: E = decode(&event_type, CURRENT_SCHEMA_VERSION, read)
