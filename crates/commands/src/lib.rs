@@ -31,13 +31,28 @@ use uuid::Uuid;
 pub use error::{CommandError, Rejection, RejectionKind};
 
 /// How many times a decision is retried on fresh state after losing a race to another writer.
-/// Contention on one deal is rare; a handful of retries turns nearly every race into success while
-/// a pathological hot stream still ends in a conflict instead of spinning.
-const MAX_ATTEMPTS: usize = 8;
+/// Every lost race means another command on the stream committed, so a command racing N - 1 others
+/// needs at most N attempts; group commit makes that worst case the usual one, since the commands
+/// of one batch were all decided on the same version and only one of them can win. The bound
+/// therefore covers a burst of a few dozen concurrent commands on one deal (a bulk import, a
+/// workflow reacting alongside users), while a pathological hot stream still ends in a conflict
+/// instead of spinning.
+const MAX_ATTEMPTS: usize = 32;
 
 /// The current time, injected so that tests and the workflow service can control it.
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
+
+    /// Waits until this clock reads `deadline` or later. The default sleeps for the difference
+    /// on Tokio's timer, which suits a clock that follows real time; a clock that tests move by
+    /// hand overrides it so that moving the clock wakes whoever waits (the workflow's timers).
+    fn sleep_until(
+        &self,
+        deadline: DateTime<Utc>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        let wait = (deadline - self.now()).to_std().unwrap_or_default();
+        Box::pin(tokio::time::sleep(wait))
+    }
 }
 
 pub struct SystemClock;
