@@ -1,0 +1,175 @@
+//! The relay: publishes every committed event of the PostgreSQL event store to NATS JetStream,
+//! exactly once and in `position` order, including across crashes (SPEC section 3).
+//!
+//! It owns the JetStream stream (created or updated on start), the subject scheme and headers
+//! ([`subject`]), the publish loop with its pipelined acks (`publisher`), the LISTEN/NOTIFY
+//! wake-ups (`listener`), the relay's metrics ([`metrics`]) and the operators' `events tail`
+//! ([`tail()`]). The stream is the relay's only checkpoint: on start and after every failure it
+//! reads the stream's last message and continues after that event's position, so there is no
+//! relay state that could drift from what JetStream holds.
+//!
+//! What it deliberately avoids: a second copy of events (the events table is the outbox), a
+//! checkpoint table, gap detection in the store (positions become visible in order), polling in
+//! a tight loop (NOTIFY wakes it, a slow poll is only the fallback), and consuming the stream
+//! for anything but `tail`.
+//!
+//! Read next: `publisher` for the ordering and failure argument, then `stream`.
+
+mod backoff;
+mod config;
+mod error;
+mod listener;
+pub mod metrics;
+mod publisher;
+mod stats;
+mod stream;
+pub mod subject;
+mod tail;
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use eventstore::EventStore;
+use platform::{CancellationToken, ConnectionUrl};
+
+pub use config::{
+    DEFAULT_ACK_TIMEOUT, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_DUPLICATE_WINDOW,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_POLL_INTERVAL, DEFAULT_READ_BATCH, FailPoint, RelayConfig,
+};
+pub use error::{BoxError, RelayError};
+pub use stats::RelayStats;
+pub use tail::{TailOptions, start_sequence, tail};
+
+/// What `/readyz` reports about NATS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatsState {
+    /// Connected to a server.
+    Connected,
+    /// Not connected yet, or reconnecting; publishing resumes on its own when it is back.
+    Disconnected,
+}
+
+impl NatsState {
+    pub fn is_connected(self) -> bool {
+        self == NatsState::Connected
+    }
+}
+
+/// The client's connection state, without any network round trip: cheap enough for every
+/// `/readyz` request.
+pub fn nats_state(client: &async_nats::Client) -> NatsState {
+    match client.connection_state() {
+        async_nats::connection::State::Connected => NatsState::Connected,
+        async_nats::connection::State::Pending | async_nats::connection::State::Disconnected => {
+            NatsState::Disconnected
+        }
+    }
+}
+
+/// Connects to NATS the way every dealstream service should: it returns at once even if the
+/// server is down, and (re)connects in the background forever with capped exponential
+/// backoff (100 ms doubling to 5 s), so that NATS being away never stops a process from starting.
+pub async fn connect(nats_url: &ConnectionUrl) -> Result<async_nats::Client, RelayError> {
+    async_nats::ConnectOptions::new()
+        .name("dealstream")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .reconnect_delay_callback(reconnect_delay)
+        .connect(nats_url.expose())
+        .await
+        .map_err(|error| match error.kind() {
+            // Only a URL that cannot be parsed fails here; unreachable servers are retried.
+            async_nats::ConnectErrorKind::ServerParse => {
+                RelayError::Config(format!("NATS_URL {nats_url} is not usable: {error}"))
+            }
+            _ => RelayError::nats(error),
+        })
+}
+
+/// The wait before connection attempt number `attempts` (counted from 1 by the client): none for
+/// the first, then 100 ms doubling up to 5 s.
+fn reconnect_delay(attempts: usize) -> std::time::Duration {
+    if attempts <= 1 {
+        return std::time::Duration::ZERO;
+    }
+    let exponent = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(16);
+    (DEFAULT_BACKOFF_MIN * 2u32.pow(exponent)).min(DEFAULT_BACKOFF_MAX)
+}
+
+/// Runs the relay until `shutdown` is cancelled: connects to NATS, then publishes as
+/// [`run_with_client`] does.
+pub async fn run(
+    config: RelayConfig,
+    store: EventStore,
+    shutdown: CancellationToken,
+) -> Result<(), RelayError> {
+    config.validate()?;
+    let client = connect(&config.nats_url).await?;
+    run_with_client(config, client, store, shutdown).await
+}
+
+/// Runs the relay on an existing NATS client (so `/readyz` can watch the same connection) until
+/// `shutdown` is cancelled.
+///
+/// Returns Ok after a clean shutdown. NATS or PostgreSQL being unavailable is never an error
+/// here: the relay waits with capped backoff and catches up when they return. It returns an
+/// error only for what no retry can fix (see [`RelayError::is_retryable`]).
+pub async fn run_with_client(
+    config: RelayConfig,
+    client: async_nats::Client,
+    store: EventStore,
+    shutdown: CancellationToken,
+) -> Result<(), RelayError> {
+    config.validate()?;
+    // The listener stops with the relay, whichever way the relay ends.
+    let listener_shutdown = shutdown.child_token();
+    let _stop_listener = listener_shutdown.clone().drop_guard();
+    let wakeup = Arc::new(listener::Wakeup::default());
+    let listener = listener::Listener {
+        database: config.database.clone(),
+        store: store.clone(),
+        wakeup: wakeup.clone(),
+        stats: config.stats.clone(),
+        backoff: backoff::Backoff::new(config.backoff_min, config.backoff_max),
+    };
+    let listener_task = tokio::spawn(listener.run(listener_shutdown.clone()));
+
+    let jetstream = jetstream::ContextBuilder::new()
+        .timeout(config.ack_timeout)
+        .ack_timeout(config.ack_timeout)
+        // Acks of an abandoned pipeline keep their permits until they time out, so the
+        // client's window is larger than ours to let the next session start at full depth.
+        .max_ack_inflight(config.max_in_flight.saturating_mul(4))
+        .backpressure_on_inflight(true)
+        .build(client.clone());
+    let publisher = publisher::Publisher {
+        config,
+        client,
+        jetstream,
+        store,
+        wakeup,
+        metrics: metrics::RelayMetrics::register(),
+        shutdown,
+    };
+    let outcome = publisher.run().await;
+    listener_shutdown.cancel();
+    if let Err(error) = listener_task.await {
+        tracing::error!(error = %error, "relay listener task failed");
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_connection_attempt_is_immediate_and_later_ones_back_off() {
+        let delays: Vec<u128> = (1..=9)
+            .map(|attempt| reconnect_delay(attempt).as_millis())
+            .collect();
+        assert_eq!(delays, [0, 100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(reconnect_delay(usize::MAX), DEFAULT_BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,78 @@
+//! The relay's Prometheus metrics, through the `metrics` facade: the binary installs the
+//! recorder, and without one these calls cost next to nothing.
+
+use chrono::{DateTime, Utc};
+use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
+
+/// Events confirmed in the stream by this process (an ack, duplicate acks included).
+pub const EVENTS_PUBLISHED_TOTAL: &str = "dealstream_relay_events_published_total";
+/// Store head position minus the last published position.
+pub const LAG_POSITIONS: &str = "dealstream_relay_lag_positions";
+/// Age of the oldest event not yet published, 0 when caught up.
+pub const LAG_SECONDS: &str = "dealstream_relay_lag_seconds";
+/// Position of the last event confirmed in the stream.
+pub const LAST_PUBLISHED_POSITION: &str = "dealstream_relay_last_published_position";
+
+/// Handles registered once per run, so the hot path does no name lookups.
+pub(crate) struct RelayMetrics {
+    published: Counter,
+    lag_positions: Gauge,
+    lag_seconds: Gauge,
+    last_published: Gauge,
+}
+
+impl RelayMetrics {
+    pub(crate) fn register() -> RelayMetrics {
+        describe_counter!(
+            EVENTS_PUBLISHED_TOTAL,
+            "Events confirmed in the JetStream stream by the relay"
+        );
+        describe_gauge!(
+            LAG_POSITIONS,
+            "Store head position minus the last position published"
+        );
+        describe_gauge!(
+            LAG_SECONDS,
+            "Age in seconds of the oldest event not yet published, 0 when caught up"
+        );
+        describe_gauge!(
+            LAST_PUBLISHED_POSITION,
+            "Position of the last event confirmed in the stream"
+        );
+        RelayMetrics {
+            published: counter!(EVENTS_PUBLISHED_TOTAL),
+            lag_positions: gauge!(LAG_POSITIONS),
+            lag_seconds: gauge!(LAG_SECONDS),
+            last_published: gauge!(LAST_PUBLISHED_POSITION),
+        }
+    }
+
+    pub(crate) fn published(&self, position: i64) {
+        self.published.increment(1);
+        self.last_published.set(position as f64);
+    }
+
+    pub(crate) fn last_published(&self, position: i64) {
+        self.last_published.set(position as f64);
+    }
+
+    /// `oldest_unpublished` is the recording time of the first event not yet confirmed, or
+    /// `None` when every known event is published.
+    pub(crate) fn lag(
+        &self,
+        head: i64,
+        last_published: i64,
+        oldest_unpublished: Option<DateTime<Utc>>,
+    ) {
+        self.lag_positions
+            .set(head.saturating_sub(last_published).max(0) as f64);
+        let seconds = oldest_unpublished.map_or(0.0, |recorded_at| {
+            ((Utc::now() - recorded_at)
+                .num_microseconds()
+                .unwrap_or(i64::MAX) as f64
+                / 1e6)
+                .max(0.0)
+        });
+        self.lag_seconds.set(seconds);
+    }
+}

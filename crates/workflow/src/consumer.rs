@@ -1,0 +1,419 @@
+//! The durable JetStream consumer: reacts to each published event and acknowledges it only once
+//! the reaction is done, so a crash means redelivery, never a lost reaction.
+//!
+//! For an opportunity event it folds the deal's stream (the store is the authority, see `step`),
+//! sends the rules' commands, then re-plans the deal's timers. For `FollowUpDue` it also announces
+//! the reminder on `<prefix>.notifications.follow_up_due`. For `LeadCaptured` it routes the lead.
+//! Every command id derives from the event, so handling a message twice has no second effect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use commands::{CommandContext, CommandError, OpportunityRequest};
+use domain::codec;
+use domain::lead::LeadEvent;
+use domain::opportunity::{OpportunityCommand, OpportunityEvent};
+use domain::values::{LeadId, OpportunityId, Text};
+use eventstore::{RecordedEvent, StoreError};
+use futures::StreamExt;
+use platform::CancellationToken;
+use uuid::Uuid;
+
+use crate::db;
+use crate::step::{self, DealAction, DealView, RouteAssignment};
+use crate::{Shared, metrics_names};
+
+/// How long JetStream waits for an ack before redelivering; long enough for a slow reaction,
+/// short enough that a crashed instance's messages come back soon.
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long a message that failed for a passing reason waits before it is redelivered.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Why handling one message failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// Worth redelivering: the store, the database or NATS was unavailable, or a race was lost.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Redelivering cannot help (an unreadable event); logged and acknowledged.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Failure {
+        Failure::Transient(error_chain(&error))
+    }
+}
+
+impl From<CommandError> for Failure {
+    fn from(error: CommandError) -> Failure {
+        match error {
+            CommandError::Corrupt(_) | CommandError::IdempotencyKeyReused => {
+                Failure::Permanent(error_chain(&error))
+            }
+            _ => Failure::Transient(error_chain(&error)),
+        }
+    }
+}
+
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Pulls from `consumer` until `shutdown`, handling up to `concurrency` messages at a time.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    consumer: jetstream::consumer::PullConsumer,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "cannot pull from JetStream, retrying");
+                wait(&shutdown, RETRY_DELAY).await;
+                continue;
+            }
+        };
+        let concurrency = shared.options.concurrency.max(1);
+        messages
+            .take_until(shutdown.cancelled())
+            .for_each_concurrent(concurrency, |message| {
+                let shared = shared.clone();
+                async move {
+                    match message {
+                        Ok(message) => handle_message(&shared, message).await,
+                        Err(error) => {
+                            tracing::warn!(error = %error_chain(&error), "JetStream pull failed");
+                        }
+                    }
+                }
+            })
+            .await;
+        if !shutdown.is_cancelled() {
+            // The message stream ended (the connection dropped); pull again after a pause.
+            wait(&shutdown, RETRY_DELAY).await;
+        }
+    }
+}
+
+async fn wait(shutdown: &CancellationToken, delay: Duration) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(delay) => {}
+    }
+}
+
+async fn handle_message(shared: &Shared, message: jetstream::Message) {
+    if let Ok(info) = message.info() {
+        metrics::gauge!(metrics_names::CONSUMER_LAG).set(info.pending as f64);
+    }
+    let outcome = match serde_json::from_slice::<RecordedEvent>(&message.payload) {
+        Ok(event) => handle_event(shared, &event).await,
+        Err(error) => Err(Failure::Permanent(format!(
+            "message on {} is not an event envelope: {error}",
+            message.subject
+        ))),
+    };
+    let ack = match outcome {
+        Ok(()) => AckKind::Ack,
+        Err(Failure::Transient(reason)) => {
+            tracing::warn!(subject = %message.subject, %reason, "reaction failed, will be redelivered");
+            AckKind::Nak(Some(RETRY_DELAY))
+        }
+        Err(Failure::Permanent(reason)) => {
+            tracing::error!(subject = %message.subject, %reason, "reaction impossible, skipping the event");
+            metrics::counter!(metrics_names::SKIPPED_EVENTS).increment(1);
+            AckKind::Term
+        }
+    };
+    if let Err(error) = message.ack_with(ack).await {
+        // The message comes back after the ack wait; handling it again is harmless.
+        tracing::warn!(error = %error_chain(&*error), "cannot acknowledge message");
+    }
+}
+
+#[tracing::instrument(
+    name = "workflow.event",
+    skip_all,
+    fields(
+        stream_id = %event.stream_id,
+        event_type = %event.event_type,
+        position = event.position,
+        correlation_id = tracing::field::Empty,
+    )
+)]
+async fn handle_event(shared: &Shared, event: &RecordedEvent) -> Result<(), Failure> {
+    let correlation_id = metadata_uuid(event, "correlation_id").unwrap_or(event.event_id);
+    tracing::Span::current().record("correlation_id", tracing::field::display(correlation_id));
+    match event.category() {
+        OpportunityId::CATEGORY => {
+            let Some(deal_id) = entity_id(event).map(OpportunityId) else {
+                return Err(Failure::Permanent(format!(
+                    "bad stream id {}",
+                    event.stream_id
+                )));
+            };
+            if event.event_type == "FollowUpDue" {
+                shared.announce_follow_up_due(event).await?;
+            }
+            handle_deal_event(shared, deal_id, event, correlation_id).await
+        }
+        LeadId::CATEGORY if event.event_type == "LeadCaptured" => {
+            let Some(lead_id) = entity_id(event).map(LeadId) else {
+                return Err(Failure::Permanent(format!(
+                    "bad stream id {}",
+                    event.stream_id
+                )));
+            };
+            route_lead(shared, lead_id, event, correlation_id).await
+        }
+        _ => Ok(()),
+    }
+}
+
+fn entity_id(event: &RecordedEvent) -> Option<Uuid> {
+    let (_, id) = event.stream_id.split_once('-')?;
+    Uuid::parse_str(id).ok()
+}
+
+fn metadata_uuid(event: &RecordedEvent, field: &str) -> Option<Uuid> {
+    event
+        .metadata
+        .get(field)
+        .and_then(|value| value.as_str())
+        .and_then(|text| Uuid::parse_str(text).ok())
+}
+
+fn workflow_context(
+    rule: &str,
+    command_id: Uuid,
+    correlation_id: Uuid,
+    causation_id: Uuid,
+) -> CommandContext {
+    CommandContext {
+        actor: format!("workflow:{rule}"),
+        command_id,
+        correlation_id,
+        causation_id,
+        repeatable: true,
+        fingerprint: None,
+        expected_version: None,
+    }
+}
+
+/// Folds the deal's whole stream; `None` if it has no `OpportunityCreated` (yet).
+async fn load_deal(
+    shared: &Shared,
+    deal_id: OpportunityId,
+) -> Result<Option<(DealView, i64)>, Failure> {
+    let recorded = shared
+        .handler
+        .store()
+        .read_stream(&deal_id.stream_id())
+        .await?;
+    let mut decoded = Vec::with_capacity(recorded.len());
+    for stored in recorded {
+        let event: OpportunityEvent = codec::decode(
+            &stored.event_type,
+            stored.schema_version,
+            stored.data.clone(),
+        )
+        .map_err(|error| {
+            Failure::Permanent(format!(
+                "{} version {}: {error}",
+                stored.stream_id, stored.stream_version
+            ))
+        })?;
+        decoded.push((stored.recorded_at, stored.stream_version, event));
+    }
+    let version = decoded.last().map_or(0, |(_, version, _)| *version);
+    let view = DealView::fold(decoded.iter().map(|(at, _, event)| (*at, event)));
+    Ok(view.map(|view| (view, version)))
+}
+
+async fn handle_deal_event(
+    shared: &Shared,
+    deal_id: OpportunityId,
+    event: &RecordedEvent,
+    correlation_id: Uuid,
+) -> Result<(), Failure> {
+    let decoded: OpportunityEvent =
+        codec::decode(&event.event_type, event.schema_version, event.data.clone())
+            .map_err(|error| Failure::Permanent(error.to_string()))?;
+    let Some((view, _)) = load_deal(shared, deal_id).await? else {
+        // The published event is committed, so its stream cannot be empty; a deal whose first
+        // event is not OpportunityCreated has nothing to react to.
+        return Ok(());
+    };
+
+    let reactions = step::react(
+        &shared.config,
+        event.event_id,
+        &event.event_type,
+        &decoded,
+        &view.deal,
+        shared.clock.now(),
+    );
+    for reaction in &reactions {
+        let context = workflow_context(
+            &reaction.rule,
+            reaction.command_id,
+            correlation_id,
+            event.event_id,
+        );
+        let request = match &reaction.action {
+            DealAction::ScheduleFollowUp {
+                follow_up_id,
+                kind,
+                due_at,
+            } => OpportunityRequest::Other(OpportunityCommand::ScheduleFollowUp {
+                follow_up_id: *follow_up_id,
+                kind: kind.clone(),
+                due_at: *due_at,
+                rule: rule_text(&reaction.rule),
+            }),
+            DealAction::MoveToStage { stage, reason } => OpportunityRequest::ChangeStage {
+                stage: stage.clone(),
+                reason: Some(reason.clone()),
+            },
+            DealAction::CompleteFollowUp { follow_up_id } => {
+                OpportunityRequest::Other(OpportunityCommand::CompleteFollowUp {
+                    follow_up_id: *follow_up_id,
+                })
+            }
+            DealAction::CancelFollowUp {
+                follow_up_id,
+                reason,
+            } => OpportunityRequest::Other(OpportunityCommand::CancelFollowUp {
+                follow_up_id: *follow_up_id,
+                reason: reason.clone(),
+            }),
+        };
+        match shared
+            .handler
+            .handle_opportunity(&context, deal_id, request)
+            .await
+        {
+            Ok(_) => {
+                metrics::counter!(metrics_names::REACTIONS, "rule" => reaction.rule.clone())
+                    .increment(1);
+            }
+            // The deal moved on between our read and the command (completed elsewhere, closed,
+            // a stage no longer in the pipeline): the rule simply no longer applies.
+            Err(CommandError::Rejected(rejection)) => {
+                tracing::info!(rule = %reaction.rule, refused = rejection.rule, detail = %rejection.detail, "workflow command refused");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+
+    // Plan from the stream as it is now, including what the reactions just appended, so that a
+    // follow-up scheduled a moment ago already has its timer.
+    let (view, version) = if reactions.is_empty() {
+        match load_deal(shared, deal_id).await? {
+            Some(loaded) => loaded,
+            None => return Ok(()),
+        }
+    } else {
+        match load_deal(shared, deal_id).await? {
+            Some(loaded) => loaded,
+            None => (view, event.stream_version),
+        }
+    };
+    let plan = step::plan_timers(&shared.config, deal_id, &view);
+    let cause = db::Cause {
+        correlation_id,
+        causation_id: event.event_id,
+    };
+    if db::store_plan(&shared.pool, deal_id.0, version, &plan, &cause).await? {
+        // Wake this instance's timer loop: the plan may hold a timer sooner than it sleeps for.
+        shared.timers_changed.notify_one();
+    }
+    Ok(())
+}
+
+fn rule_text(rule: &str) -> Text {
+    // Rule names are validated slugs (at most 64 bytes), always valid text.
+    Text::parse("rule", rule, Text::SHORT).unwrap_or_else(|_| unreachable!())
+}
+
+async fn route_lead(
+    shared: &Shared,
+    lead_id: LeadId,
+    event: &RecordedEvent,
+    correlation_id: Uuid,
+) -> Result<(), Failure> {
+    let LeadEvent::LeadCaptured(profile) =
+        codec::decode(&event.event_type, event.schema_version, event.data.clone())
+            .map_err(|error| Failure::Permanent(error.to_string()))?
+    else {
+        return Ok(());
+    };
+    let route = step::choose_route(&shared.config.routing, &profile);
+    let owner = match route.assignment {
+        RouteAssignment::Owner(owner) => owner.clone(),
+        RouteAssignment::Team(team) => {
+            let names: Vec<String> = team.iter().map(|owner| owner.as_str().to_owned()).collect();
+            let chosen = db::round_robin_owner(&shared.pool, lead_id.0, route.rule, &names).await?;
+            Text::parse("owner", &chosen, Text::SHORT)
+                .map_err(|error| Failure::Permanent(format!("stored owner: {error}")))?
+        }
+    };
+    let context = workflow_context(
+        route.rule,
+        crate::ids::route_command(event.event_id, route.rule),
+        correlation_id,
+        event.event_id,
+    );
+    match shared
+        .handler
+        .route_lead(&context, lead_id, owner, rule_text(route.rule))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(CommandError::Rejected(rejection)) => {
+            // Disqualified or converted before routing: nothing left to route.
+            tracing::info!(refused = rejection.rule, "lead routing refused");
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+impl Shared {
+    /// Publishes the reminder for integrations. The message id is the event id and the
+    /// notification stream de-duplicates on it, so a redelivered `FollowUpDue` (handled again
+    /// because the ack was lost) is not announced twice.
+    async fn announce_follow_up_due(&self, event: &RecordedEvent) -> Result<(), Failure> {
+        let subject = format!(
+            "{}.notifications.follow_up_due",
+            self.options.subject_prefix
+        );
+        let payload = serde_json::to_vec(event)
+            .map_err(|error| Failure::Permanent(format!("envelope: {error}")))?;
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(event.event_id.to_string())
+            .header("Dealstream-Position", event.position.to_string().as_str());
+        let acknowledgement = self
+            .jetstream
+            .send_publish(subject, publish)
+            .await
+            .map_err(|error| Failure::Transient(format!("publishing notification: {error}")))?;
+        acknowledgement
+            .await
+            .map_err(|error| Failure::Transient(format!("notification not stored: {error}")))?;
+        metrics::counter!(metrics_names::NOTIFICATIONS).increment(1);
+        Ok(())
+    }
+}

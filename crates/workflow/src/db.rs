@@ -1,0 +1,307 @@
+//! The workflow's own tables in `current_schema()`: timers, the version each deal's timers were
+//! planned from, round-robin turns and lead assignments. Migrations are versioned in their own
+//! `workflow_schema_migrations` table, so they never collide with the event store's.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use eventstore::StoreError;
+use tokio_postgres::IsolationLevel;
+use uuid::Uuid;
+
+use crate::step::PlannedTimer;
+
+struct Migration {
+    version: i32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "workflow",
+    sql: include_str!("../migrations/0001_workflow.sql"),
+}];
+
+/// Creates or updates the workflow's tables. Idempotent and safe when several processes start at
+/// once: they serialize on an advisory lock keyed on the schema, as the event store's migrations
+/// do (with a different key, so neither waits for the other).
+pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await?;
+    let transaction = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .start()
+        .await?;
+    transaction
+        .execute(
+            "select pg_advisory_xact_lock(hashtext(current_schema() || '.workflow.migrate'))",
+            &[],
+        )
+        .await?;
+    transaction
+        .batch_execute(
+            "create table if not exists workflow_schema_migrations (
+                version    int primary key,
+                name       text not null,
+                applied_at timestamptz not null default clock_timestamp()
+            )",
+        )
+        .await?;
+    let applied: Vec<i32> = transaction
+        .query("select version from workflow_schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying workflow migration"
+        );
+        transaction.batch_execute(migration.sql).await?;
+        transaction
+            .execute(
+                "insert into workflow_schema_migrations (version, name) values ($1, $2)",
+                &[&migration.version, &migration.name],
+            )
+            .await?;
+    }
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Where a timer write came from, for the metadata of the `FollowUpDue` it causes.
+pub struct Cause {
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+}
+
+/// Makes a deal's unfired timers match `plan`, computed from stream version `version`. Returns
+/// false when a plan from a newer version was already stored (this one is then dropped).
+pub async fn store_plan(
+    pool: &Pool,
+    opportunity_id: Uuid,
+    version: i64,
+    plan: &[PlannedTimer],
+    cause: &Cause,
+) -> Result<bool, StoreError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    // Upsert, then lock the deal's row: concurrent planners of one deal serialize here, and the
+    // one holding the newer version wins whatever the commit order.
+    transaction
+        .execute(
+            "insert into workflow_deals (opportunity_id, planned_version) values ($1, 0)
+             on conflict (opportunity_id) do nothing",
+            &[&opportunity_id],
+        )
+        .await?;
+    let planned: i64 = transaction
+        .query_one(
+            "select planned_version from workflow_deals where opportunity_id = $1 for update",
+            &[&opportunity_id],
+        )
+        .await?
+        .get(0);
+    if planned >= version {
+        return Ok(false);
+    }
+    let timer_ids: Vec<Uuid> = plan.iter().map(|timer| timer.timer_id.0).collect();
+    // Rows claimed by a firing instance are skipped: that instance marks them fired.
+    transaction
+        .execute(
+            "delete from workflow_timers where timer_id in (
+                 select timer_id from workflow_timers
+                 where opportunity_id = $1 and fired_at is null and timer_id <> all($2)
+                 for update skip locked)",
+            &[&opportunity_id, &timer_ids],
+        )
+        .await?;
+    let statement = transaction
+        .prepare_cached(
+            "insert into workflow_timers
+                 (timer_id, opportunity_id, kind, rule, due_at, correlation_id, causation_id)
+             values ($1, $2, $3, $4, $5, $6, $7)
+             on conflict (timer_id) do update set due_at = excluded.due_at
+             where workflow_timers.fired_at is null
+               and workflow_timers.due_at <> excluded.due_at",
+        )
+        .await?;
+    for timer in plan {
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &timer.timer_id.0,
+                    &opportunity_id,
+                    &timer.kind.as_str(),
+                    &timer.rule,
+                    &timer.due_at,
+                    &cause.correlation_id,
+                    &cause.causation_id,
+                ],
+            )
+            .await?;
+    }
+    transaction
+        .execute(
+            "update workflow_deals set planned_version = $2 where opportunity_id = $1",
+            &[&opportunity_id, &version],
+        )
+        .await?;
+    transaction.commit().await?;
+    Ok(true)
+}
+
+/// A timer claimed for firing.
+#[derive(Debug, Clone)]
+pub struct DueTimer {
+    pub timer_id: Uuid,
+    pub opportunity_id: Uuid,
+    pub kind: String,
+    pub rule: String,
+    pub due_at: DateTime<Utc>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+}
+
+/// The earliest due time of an unfired timer.
+pub async fn next_due(pool: &Pool) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "select min(due_at) from workflow_timers where fired_at is null",
+            &[],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+pub async fn pending_count(pool: &Pool) -> Result<i64, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "select count(*) from workflow_timers where fired_at is null",
+            &[],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// Claims up to `limit` timers due at `now`, lets `fire` handle them while the claim is held, and
+/// marks the ones it reports as handled fired in the same transaction. Another instance skips
+/// the claimed rows instead of waiting; a crash before commit releases them to be fired again,
+/// which the deterministic command id makes harmless. Returns how many were claimed and fired.
+pub async fn fire_due<F, Fut>(
+    pool: &Pool,
+    now: DateTime<Utc>,
+    limit: i64,
+    fire: F,
+) -> Result<(usize, usize), StoreError>
+where
+    F: FnOnce(Vec<DueTimer>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Uuid>>,
+{
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let rows = transaction
+        .query(
+            "select timer_id, opportunity_id, kind, rule, due_at, correlation_id, causation_id
+             from workflow_timers
+             where fired_at is null and due_at <= $1
+             order by due_at
+             limit $2
+             for update skip locked",
+            &[&now, &limit],
+        )
+        .await?;
+    let claimed = rows
+        .iter()
+        .map(|row| {
+            Ok(DueTimer {
+                timer_id: row.try_get(0)?,
+                opportunity_id: row.try_get(1)?,
+                kind: row.try_get(2)?,
+                rule: row.try_get(3)?,
+                due_at: row.try_get(4)?,
+                correlation_id: row.try_get(5)?,
+                causation_id: row.try_get(6)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    let count = claimed.len();
+    if count == 0 {
+        return Ok((0, 0));
+    }
+    let handled = fire(claimed).await;
+    transaction
+        .execute(
+            "update workflow_timers set fired_at = $2 where timer_id = any($1)",
+            &[&handled, &now],
+        )
+        .await?;
+    transaction.commit().await?;
+    Ok((count, handled.len()))
+}
+
+/// The owner a lead was given, taking the rule's next round-robin turn unless the lead already
+/// has one. Turn and assignment commit together, so a redelivered `LeadCaptured` gets the same
+/// owner and takes no second turn; concurrent instances take distinct turns (the counter row
+/// serializes them), which keeps the team's shares within one of each other.
+pub async fn round_robin_owner(
+    pool: &Pool,
+    lead_id: Uuid,
+    rule: &str,
+    team: &[String],
+) -> Result<String, StoreError> {
+    let mut client = pool.get().await?;
+    if let Some(row) = client
+        .query_opt(
+            "select owner from workflow_lead_routes where lead_id = $1",
+            &[&lead_id],
+        )
+        .await?
+    {
+        return Ok(row.try_get(0)?);
+    }
+    let transaction = client.transaction().await?;
+    let turn: i64 = transaction
+        .query_one(
+            "insert into workflow_round_robin (rule, next_turn) values ($1, 1)
+             on conflict (rule) do update set next_turn = workflow_round_robin.next_turn + 1
+             returning next_turn - 1",
+            &[&rule],
+        )
+        .await?
+        .try_get(0)?;
+    let team_size = i64::try_from(team.len().max(1)).unwrap_or(i64::MAX);
+    let index = usize::try_from(turn.rem_euclid(team_size)).unwrap_or(0);
+    let owner = team.get(index).cloned().unwrap_or_default();
+    let inserted = transaction
+        .query_opt(
+            "insert into workflow_lead_routes (lead_id, rule, owner, turn)
+             values ($1, $2, $3, $4)
+             on conflict (lead_id) do nothing
+             returning owner",
+            &[&lead_id, &rule, &owner, &turn],
+        )
+        .await?;
+    if inserted.is_some() {
+        transaction.commit().await?;
+        return Ok(owner);
+    }
+    // Another delivery of the same lead won the race: give the turn back by rolling back, and use
+    // the owner it recorded.
+    transaction.rollback().await?;
+    let row = client
+        .query_one(
+            "select owner from workflow_lead_routes where lead_id = $1",
+            &[&lead_id],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}

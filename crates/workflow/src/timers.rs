@@ -1,0 +1,154 @@
+//! The timer loop: sleeps until the next timer is due (by the injected clock), fires every due
+//! timer with `FireFollowUp`, and sleeps again.
+//!
+//! There is no periodic scan. The loop wakes when the clock reaches the earliest due time, when
+//! this instance plans a timer (it may be sooner than the current sleep), or, as a safety net for
+//! timers planned by another instance, after [`FALLBACK_WAKE`]. After downtime the first pass
+//! finds everything overdue and fires it: late rather than never.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use commands::{CommandError, OpportunityRequest};
+use domain::opportunity::OpportunityCommand;
+use domain::values::{FollowUpId, FollowUpKind, OpportunityId};
+use futures::StreamExt;
+use platform::CancellationToken;
+use uuid::Uuid;
+
+use crate::consumer::error_chain;
+use crate::db::{self, DueTimer};
+use crate::{Shared, ids, metrics_names};
+
+/// How many timers one transaction claims. Small enough that a claim is short and other
+/// instances get the rest, large enough to keep the store's group commit busy.
+const CLAIM_BATCH: i64 = 200;
+/// How many `FireFollowUp` commands of one claim are in flight at once.
+const FIRE_CONCURRENCY: usize = 16;
+/// The longest sleep: bounds how late a timer planned by *another* instance (which cannot wake
+/// this one) fires if that instance dies before firing it.
+pub(crate) const FALLBACK_WAKE: Duration = Duration::from_secs(30);
+/// Pause after a failure (database or store unavailable).
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        // Registered before reading the next due time, so a timer planned in between is not
+        // missed: `notify_one` leaves a permit that this wait consumes.
+        let changed = shared.timers_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+
+        let now = shared.clock.now();
+        match fire_batch(&shared, now).await {
+            // Some stayed pending because the store failed: give it a moment before retrying.
+            Ok((claimed, fired)) if fired < claimed => {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(RETRY_DELAY) => continue,
+                }
+            }
+            // A full batch means more may be due: claim again at once.
+            Ok((claimed, _)) if claimed as i64 >= CLAIM_BATCH => continue,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "firing timers failed, retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(RETRY_DELAY) => continue,
+                }
+            }
+        }
+        let next = match db::next_due(&shared.pool).await {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "reading the next timer failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(RETRY_DELAY) => continue,
+                }
+            }
+        };
+        if let Ok(pending) = db::pending_count(&shared.pool).await {
+            metrics::gauge!(metrics_names::TIMERS_PENDING).set(pending as f64);
+        }
+        let until_due = async {
+            match next {
+                Some(due_at) => shared.clock.sleep_until(due_at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = until_due => {}
+            () = &mut changed => {}
+            () = tokio::time::sleep(FALLBACK_WAKE) => {}
+        }
+    }
+}
+
+/// Claims and fires one batch; returns how many timers were claimed and how many fired.
+async fn fire_batch(
+    shared: &Shared,
+    now: chrono::DateTime<Utc>,
+) -> Result<(usize, usize), eventstore::StoreError> {
+    let (claimed, fired) = db::fire_due(&shared.pool, now, CLAIM_BATCH, |timers| async move {
+        futures::stream::iter(timers)
+            .map(|timer| fire_one(shared, timer, now))
+            .buffer_unordered(FIRE_CONCURRENCY)
+            .filter_map(|handled| async move { handled })
+            .collect::<Vec<Uuid>>()
+            .await
+    })
+    .await?;
+    if claimed > 0 {
+        tracing::debug!(claimed, fired, "timers fired");
+    }
+    Ok((claimed, fired))
+}
+
+/// Sends one timer's `FireFollowUp`. Returns its id when the timer is done with (fired, or no
+/// longer applicable), `None` when it should stay pending and be retried.
+async fn fire_one(shared: &Shared, timer: DueTimer, now: chrono::DateTime<Utc>) -> Option<Uuid> {
+    let Ok(kind) = FollowUpKind::parse(&timer.kind) else {
+        tracing::error!(timer_id = %timer.timer_id, kind = %timer.kind, "timer has an invalid kind; dropping it");
+        return Some(timer.timer_id);
+    };
+    let command_id = ids::fire_command(timer.timer_id);
+    let context = commands::CommandContext {
+        actor: format!("workflow:{}", timer.rule),
+        command_id,
+        correlation_id: timer.correlation_id.unwrap_or(command_id),
+        causation_id: timer.causation_id.unwrap_or(command_id),
+        repeatable: true,
+        fingerprint: None,
+        expected_version: None,
+    };
+    let request = OpportunityRequest::Other(OpportunityCommand::FireFollowUp {
+        follow_up_id: FollowUpId(timer.timer_id),
+        kind,
+        due_at: timer.due_at,
+    });
+    match shared
+        .handler
+        .handle_opportunity(&context, OpportunityId(timer.opportunity_id), request)
+        .await
+    {
+        Ok(_) => {
+            let lateness = (now - timer.due_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::counter!(metrics_names::TIMERS_FIRED, "kind" => timer.kind.clone())
+                .increment(1);
+            metrics::histogram!(metrics_names::TIMER_LATENESS).record(lateness);
+            Some(timer.timer_id)
+        }
+        Err(CommandError::Rejected(rejection)) => {
+            tracing::info!(timer_id = %timer.timer_id, refused = rejection.rule, "timer no longer applies");
+            Some(timer.timer_id)
+        }
+        Err(error) => {
+            tracing::warn!(timer_id = %timer.timer_id, error = %error_chain(&error), "firing a timer failed; it stays pending");
+            None
+        }
+    }
+}
