@@ -1,5 +1,6 @@
-//! The HTTP API of SPEC section 6: command endpoints that go through the command handler, and
-//! query endpoints over the aggregates and the event store.
+//! The HTTP API of SPEC section 6: command endpoints that go through the command handler, query
+//! endpoints over the aggregates and the event store, and queries over the read models that the
+//! `projector` crate keeps (`read_routes`).
 //!
 //! This is the only crate that knows HTTP. It owns parsing and validation of requests into domain
 //! values, the mapping of outcomes to status codes (`problem`), idempotency keys and `If-Match`
@@ -9,6 +10,7 @@ mod command_routes;
 mod extract;
 mod problem;
 mod query_routes;
+mod read_routes;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,7 +54,15 @@ pub struct AppState {
     default_owner: Owner,
     in_flight: extract::InFlightSet,
     readiness: Vec<ReadinessCheck>,
+    /// Set once the read-model tables are known to exist in this process.
+    read_models_migrated: Arc<tokio::sync::OnceCell<()>>,
+    /// How long a query with `min_position` waits for its read model.
+    read_your_writes_wait: std::time::Duration,
+    /// Renders the process's metrics in the Prometheus text format; the binary owns the recorder.
+    metrics: Option<MetricsRenderer>,
 }
+
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl AppState {
     pub fn new(handler: CommandHandler, default_owner: Owner) -> Self {
@@ -78,7 +88,21 @@ impl AppState {
             default_owner,
             in_flight: Default::default(),
             readiness: vec![database],
+            read_models_migrated: Default::default(),
+            read_your_writes_wait: read_routes::READ_YOUR_WRITES_WAIT,
+            metrics: None,
         }
+    }
+
+    pub fn with_metrics(mut self, render: MetricsRenderer) -> Self {
+        self.metrics = Some(render);
+        self
+    }
+
+    /// How long a query with `min_position` waits before answering 503 (5 s by default).
+    pub fn with_read_your_writes_wait(mut self, wait: std::time::Duration) -> Self {
+        self.read_your_writes_wait = wait;
+        self
     }
 
     pub fn with_readiness_check(mut self, check: ReadinessCheck) -> Self {
@@ -90,15 +114,20 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use command_routes as c;
     use query_routes as q;
+    use read_routes as r;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/leads", post(c::capture_lead))
         .route("/v1/leads/{id}", get(q::lead))
         .route("/v1/leads/{id}/qualify", post(c::qualify_lead))
         .route("/v1/leads/{id}/disqualify", post(c::disqualify_lead))
-        .route("/v1/opportunities", post(c::create_opportunity))
-        .route("/v1/opportunities/{id}", get(q::opportunity))
+        .route(
+            "/v1/opportunities",
+            post(c::create_opportunity).get(r::opportunities),
+        )
+        .route("/v1/opportunities/{id}", get(r::opportunity))
         .route("/v1/opportunities/{id}/history", get(q::history))
         .route("/v1/opportunities/{id}/stage", post(c::change_stage))
         .route(
@@ -119,6 +148,9 @@ pub fn router(state: AppState) -> Router {
             post(c::complete_follow_up),
         )
         .route("/v1/pipelines/{slug}", put(c::define_pipeline))
+        .route("/v1/pipelines/{slug}/board", get(r::board))
+        .route("/v1/forecast", get(r::forecast))
+        .route("/v1/follow-ups", get(r::follow_ups))
         .route("/v1/events", get(q::feed))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -147,6 +179,22 @@ pub async fn serve(
 
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "up" }))
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    let body = app
+        .metrics
+        .as_ref()
+        .map(|render| render())
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {

@@ -1,12 +1,11 @@
-//! Query endpoints. Leads and opportunities are folded from their streams for now; the history and
-//! the event feed read the store directly, since they are the audit trail itself.
+//! Query endpoints over the store. Leads are folded from their streams; the history and the event
+//! feed read the store directly, since they are the audit trail itself. Deals, the board, the
+//! forecast and follow-ups come from the read models (`read_routes`).
 
 use axum::Json;
 use axum::extract::{Path, State};
-use chrono::{DateTime, NaiveDate, Utc};
 use domain::lead::{Criteria, LeadStatus};
-use domain::opportunity::{FollowUpStatus, OpportunityStatus};
-use domain::values::{ForecastCategory, LeadId, OpportunityId};
+use domain::values::{LeadId, OpportunityId};
 use eventstore::RecordedEvent;
 use serde::{Deserialize, Serialize};
 
@@ -60,78 +59,6 @@ pub async fn lead(
         criteria: lead.criteria,
         disqualification_reason: text(&lead.disqualification_reason),
         opportunity_id: lead.opportunity_id,
-        version: loaded.version,
-    }))
-}
-
-#[derive(Serialize)]
-pub struct FollowUpView {
-    id: domain::values::FollowUpId,
-    kind: String,
-    due_at: DateTime<Utc>,
-    status: FollowUpStatus,
-}
-
-#[derive(Serialize)]
-pub struct OpportunityView {
-    id: OpportunityId,
-    name: String,
-    lead_id: Option<LeadId>,
-    pipeline: String,
-    stage: String,
-    status: OpportunityStatus,
-    amount: i64,
-    currency: String,
-    probability: u8,
-    weighted_amount: i64,
-    forecast_category: ForecastCategory,
-    owner: String,
-    expected_close_date: NaiveDate,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    closed_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    close_reason: Option<String>,
-    last_activity_at: Option<DateTime<Utc>>,
-    follow_ups: Vec<FollowUpView>,
-    version: i64,
-}
-
-pub async fn opportunity(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<OpportunityView>, ApiError> {
-    let id = OpportunityId(path_uuid("opportunity", &id)?);
-    let loaded = app.handler.load_opportunity(id).await?;
-    let deal = loaded
-        .state
-        .ok_or_else(|| ApiError::NotFound(format!("opportunity {id} not found")))?;
-    Ok(Json(OpportunityView {
-        id,
-        name: deal.name.to_string(),
-        lead_id: deal.lead_id,
-        pipeline: deal.pipeline.to_string(),
-        stage: deal.stage.to_string(),
-        status: deal.status,
-        amount: deal.amount.minor_units(),
-        currency: deal.currency.to_string(),
-        probability: deal.probability().percent(),
-        weighted_amount: deal.weighted_amount(),
-        forecast_category: deal.forecast_category(),
-        owner: deal.owner.to_string(),
-        expected_close_date: deal.expected_close_date,
-        closed_at: deal.closed_at,
-        close_reason: deal.close_reason.as_ref().map(ToString::to_string),
-        last_activity_at: deal.last_activity_at,
-        follow_ups: deal
-            .follow_ups
-            .iter()
-            .map(|(id, follow_up)| FollowUpView {
-                id: *id,
-                kind: follow_up.kind.to_string(),
-                due_at: follow_up.due_at,
-                status: follow_up.status,
-            })
-            .collect(),
         version: loaded.version,
     }))
 }

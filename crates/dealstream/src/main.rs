@@ -1,17 +1,22 @@
-//! The `dealstream` binary: reads the settings, initialises tracing, wires the adapters and runs
-//! the chosen service until it ends or a shutdown signal arrives. Every subcommand's logic lives in
-//! a library crate; this file only connects them and reports how they ended.
+//! The `dealstream` binary: reads the settings, initialises tracing and metrics, wires the
+//! adapters and runs the chosen services until they end or a shutdown signal arrives. Every
+//! subcommand's logic lives in a library crate; this file only connects them and reports how
+//! they ended.
 
 mod demo;
+mod progress;
 
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use commands::{CommandHandler, SystemClock};
 use domain::values::parse_owner;
 use eventstore::EventStore;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use platform::{CancellationToken, Settings};
+use projector::Projection;
+use tokio::task::JoinSet;
 
 #[derive(Parser)]
 #[command(
@@ -30,20 +35,62 @@ enum Command {
     Migrate,
     /// Serves the HTTP API.
     Api,
+    /// Publishes committed events to JetStream, in order, exactly once.
+    Relay,
+    /// Keeps read models up to date from JetStream (all of them when none is named).
+    Projector {
+        /// Projections to run: pipeline, forecast.
+        names: Vec<String>,
+    },
+    /// Runs the follow-up rules, timers, reminders and lead routing.
+    Workflow,
     /// Runs every service in one process, for a single node.
     Run,
     /// Writes a realistic sample history through the command layer and prints a summary.
     Demo(demo::DemoArgs),
+    /// Read model maintenance.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// The event stream on NATS.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Measures throughput and latency beside baselines taken in the same run, in a scratch
     /// schema of the configured database.
     Bench(bench::BenchOptions),
 }
 
-/// Database connections each process keeps; enough for group commit plus concurrent reads on a
-/// small node.
-const POOL_SIZE: usize = 16;
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Rebuilds a projection from the event store into fresh tables, then swaps them in while
+    /// the API keeps serving the old ones.
+    Rebuild {
+        /// pipeline or forecast.
+        name: String,
+    },
+}
 
-/// Owner of a deal converted from a lead nobody was routed to.
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Follows the JetStream stream and prints envelopes as JSON lines.
+    Tail {
+        /// Start at this store position instead of with new events only.
+        #[arg(long)]
+        from_position: Option<i64>,
+        /// A subject filter, e.g. `opportunity.>` or `*.*.StageChanged`.
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+/// Database connections each process keeps: group commit, concurrent reads, the workflow's
+/// reactions and the projectors' batches.
+const POOL_SIZE: usize = 32;
+
+/// Owner of a deal converted from a lead nobody was routed to, when no rules file says otherwise.
 const DEFAULT_OWNER: &str = "unassigned";
 
 #[tokio::main]
@@ -51,14 +98,50 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
     platform::telemetry::init(settings.log_format);
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("could not install the metrics recorder")?;
     let shutdown = platform::shutdown_signal();
     let result = match cli.command {
-        Command::Migrate => migrate(&settings).await,
-        Command::Api | Command::Run => serve_api(&settings, shutdown).await,
-        Command::Demo(arguments) => {
-            let handler = command_handler(&settings).await?;
-            demo::run(&handler, &arguments).await
+        Command::Migrate => open(&settings)
+            .await
+            .map(|_| tracing::info!("database migrated")),
+        Command::Api => services(&settings, &metrics, &shutdown, &[Service::Api]).await,
+        Command::Relay => services(&settings, &metrics, &shutdown, &[Service::Relay]).await,
+        Command::Projector { names } => {
+            let projections = parse_projections(&names)?;
+            services(
+                &settings,
+                &metrics,
+                &shutdown,
+                &[Service::Projector(projections)],
+            )
+            .await
         }
+        Command::Workflow => services(&settings, &metrics, &shutdown, &[Service::Workflow]).await,
+        Command::Run => {
+            let all = [
+                Service::Api,
+                Service::Relay,
+                Service::Projector(Projection::ALL.to_vec()),
+                Service::Workflow,
+            ];
+            services(&settings, &metrics, &shutdown, &all).await
+        }
+        Command::Demo(arguments) => {
+            let node = open(&settings).await?;
+            demo::run(&node.handler, &arguments).await
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name },
+        } => rebuild(&settings, &name, &shutdown).await,
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    from_position,
+                    subject,
+                },
+        } => tail(&settings, from_position, subject, &shutdown).await,
         Command::Bench(options) => run_bench(&settings, &options).await,
     };
     if let Err(error) = &result {
@@ -70,47 +153,195 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
-async fn connect(settings: &Settings) -> anyhow::Result<EventStore> {
+/// What every service of one process shares.
+struct Node {
+    store: EventStore,
+    handler: CommandHandler,
+}
+
+/// Connects to PostgreSQL, applies every crate's migrations and defines the default pipeline.
+async fn open(settings: &Settings) -> anyhow::Result<Node> {
+    let redacted = settings.database_url.redacted();
     let pool = eventstore::pool_from_url(settings.database_url.expose(), POOL_SIZE)
-        .with_context(|| format!("invalid DATABASE_URL {}", settings.database_url.redacted()))?;
-    eventstore::migrate(&pool).await.with_context(|| {
-        format!(
-            "could not migrate the database at {}",
-            settings.database_url.redacted()
-        )
-    })?;
-    Ok(EventStore::new(pool))
-}
-
-async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    connect(settings).await?;
-    tracing::info!("database migrated");
-    Ok(())
-}
-
-async fn command_handler(settings: &Settings) -> anyhow::Result<CommandHandler> {
-    let store = connect(settings).await?;
-    let handler = CommandHandler::new(store, Arc::new(SystemClock));
+        .with_context(|| format!("invalid DATABASE_URL {redacted}"))?;
+    eventstore::migrate(&pool)
+        .await
+        .with_context(|| format!("could not migrate the event store at {redacted}"))?;
+    projector::migrate(&pool)
+        .await
+        .context("could not migrate the read models")?;
+    workflow::migrate(&pool)
+        .await
+        .context("could not migrate the workflow tables")?;
+    let store = EventStore::new(pool);
+    let handler = CommandHandler::new(store.clone(), Arc::new(SystemClock));
     handler
         .ensure_default_pipeline()
         .await
         .context("could not define the default pipeline")?;
-    Ok(handler)
+    Ok(Node { store, handler })
 }
 
-async fn serve_api(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let handler = command_handler(settings).await?;
-    let default_owner = parse_owner(DEFAULT_OWNER).context("default owner")?;
-    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+fn parse_projections(names: &[String]) -> anyhow::Result<Vec<Projection>> {
+    if names.is_empty() {
+        return Ok(Projection::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| Projection::parse(name).map_err(anyhow::Error::from))
+        .collect()
+}
+
+enum Service {
+    Api,
+    Relay,
+    Projector(Vec<Projection>),
+    Workflow,
+}
+
+/// Runs the services side by side until shutdown. A service that stops on its own stops the
+/// others too: a node that silently lost its relay would accept commands nobody ever sees.
+async fn services(
+    settings: &Settings,
+    metrics: &PrometheusHandle,
+    shutdown: &CancellationToken,
+    wanted: &[Service],
+) -> anyhow::Result<()> {
+    let node = open(settings).await?;
+    let nats = relay::connect(&settings.nats_url)
         .await
-        .with_context(|| format!("could not listen on {}", settings.http_addr))?;
-    api::serve(
-        listener,
-        api::AppState::new(handler, default_owner),
-        shutdown,
-    )
-    .await
-    .context("http server failed")
+        .context("NATS_URL")?;
+    let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    for service in wanted {
+        let stop = shutdown.clone();
+        match service {
+            Service::Api => {
+                let listener = tokio::net::TcpListener::bind(settings.http_addr)
+                    .await
+                    .with_context(|| format!("could not listen on {}", settings.http_addr))?;
+                let default_owner = match &settings.config_path {
+                    None => parse_owner(DEFAULT_OWNER)?,
+                    Some(_) => workflow::load_config(settings.config_path.as_deref())?
+                        .routing
+                        .default_owner
+                        .clone(),
+                };
+                let client = nats.clone();
+                let render = metrics.clone();
+                let state = api::AppState::new(node.handler.clone(), default_owner)
+                    .with_readiness_check(api::ReadinessCheck {
+                        name: "nats",
+                        probe: Arc::new(move || {
+                            let state = relay::nats_state(&client);
+                            Box::pin(async move {
+                                if state.is_connected() {
+                                    Ok(())
+                                } else {
+                                    Err("not connected".to_owned())
+                                }
+                            })
+                        }),
+                    })
+                    .with_metrics(Arc::new(move || render.render()));
+                tasks.spawn(async move {
+                    let served = api::serve(listener, state, stop).await;
+                    ("api", served.context("http server failed"))
+                });
+            }
+            Service::Relay => {
+                let config = relay::RelayConfig::from_settings(settings)?;
+                let (client, store) = (nats.clone(), node.store.clone());
+                tasks.spawn(async move {
+                    let relayed = relay::run_with_client(config, client, store, stop).await;
+                    ("relay", relayed.map_err(anyhow::Error::from))
+                });
+            }
+            Service::Projector(projections) => {
+                let config = projector::ProjectorConfig::new(
+                    settings.nats_url.expose(),
+                    settings.nats_stream.as_str(),
+                    settings.subject_prefix.as_str(),
+                );
+                let (projections, store) = (projections.clone(), node.store.clone());
+                let client = nats.clone();
+                tasks.spawn(async move {
+                    let projected =
+                        projector::run_with_client(config, client, store, &projections, stop).await;
+                    ("projector", projected.map_err(anyhow::Error::from))
+                });
+            }
+            Service::Workflow => {
+                let config = workflow::load_config(settings.config_path.as_deref())?;
+                let options = workflow::ServiceOptions::from_settings(settings);
+                let (handler, client) = (node.handler.clone(), nats.clone());
+                tasks.spawn(async move {
+                    let clock = Arc::new(SystemClock);
+                    let worked = workflow::run(config, handler, client, options, clock, stop).await;
+                    ("workflow", worked.map_err(anyhow::Error::from))
+                });
+            }
+        }
+    }
+    let mut failures = Vec::new();
+    while let Some(finished) = tasks.join_next().await {
+        let (name, outcome) = finished.context("a service task panicked")?;
+        if !shutdown.is_cancelled() {
+            shutdown.cancel();
+            if outcome.is_ok() {
+                failures.push(format!("{name} stopped without being asked to"));
+            }
+        }
+        match outcome {
+            Ok(()) => tracing::info!(service = name, "stopped"),
+            Err(error) => failures.push(format!("{name}: {error:#}")),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", failures.join("; "))
+    }
+}
+
+async fn rebuild(
+    settings: &Settings,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let projection = Projection::parse(name)?;
+    let node = open(settings).await?;
+    let options = projector::RebuildOptions::default();
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut progress = progress::rebuild_reporter(on_terminal);
+    let report =
+        projector::rebuild(projection, &node.store, &options, shutdown, &mut progress).await?;
+    let seconds = report.elapsed.as_secs_f64();
+    println!(
+        "rebuilt {}: {} events in {seconds:.1}s ({:.0} events/s), live from position {}",
+        projection.name(),
+        report.events_applied,
+        report.events_applied as f64 / seconds.max(f64::EPSILON),
+        report.position
+    );
+    Ok(())
+}
+
+async fn tail(
+    settings: &Settings,
+    from_position: Option<i64>,
+    subject: Option<String>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let client = relay::connect(&settings.nats_url).await?;
+    let mut options = relay::TailOptions::new(
+        settings.nats_stream.clone(),
+        settings.subject_prefix.clone(),
+    );
+    options.from_position = from_position;
+    options.subject = subject;
+    let mut stdout = tokio::io::stdout();
+    relay::tail(client, options, &mut stdout, shutdown.clone()).await?;
+    Ok(())
 }
 
 async fn run_bench(settings: &Settings, options: &bench::BenchOptions) -> anyhow::Result<()> {

@@ -1,0 +1,250 @@
+//! Rebuilding a projection from the event store while the old tables keep serving.
+//!
+//! 1. Fresh tables `<table>_rebuild` are created with the live tables' shape.
+//! 2. The store is replayed into them in large batches (reading the next batch while the current
+//!    one is written), each batch its own transaction, so memory stays bounded whatever the
+//!    history's size.
+//! 3. Once the replay has caught up, one transaction locks the projection's checkpoint row (which
+//!    holds back the live runner's next batch), applies the last few events up to the store's
+//!    head, drops the old tables, renames the new ones into place and sets the checkpoint to that
+//!    head. Readers see either the old tables or the new ones; the runner carries on from the new
+//!    checkpoint.
+//!
+//! Only one rebuild of a projection runs at a time (a session advisory lock).
+
+use std::time::{Duration, Instant};
+
+use eventstore::{EventStore, RecordedEvent};
+use platform::CancellationToken;
+
+use crate::error::ProjectorError;
+use crate::persist;
+use crate::{Projection, migrate};
+
+const SUFFIX: &str = "_rebuild";
+
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    /// Events read from the store per batch and transaction.
+    pub batch_size: i64,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        RebuildOptions { batch_size: 5_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildPhase {
+    /// Replaying the store into the fresh tables.
+    Replaying,
+    /// Caught up; swapping the tables in.
+    Swapping,
+    Done,
+}
+
+/// Reported after every batch, for a progress bar or log lines.
+#[derive(Debug, Clone)]
+pub struct RebuildProgress {
+    pub projection: Projection,
+    pub phase: RebuildPhase,
+    /// The last position replayed.
+    pub position: i64,
+    /// The store's head when the rebuild started; the replay goes on past it if events arrive.
+    pub head: i64,
+    /// Events folded into the fresh tables so far (events of other categories are not read).
+    pub events_applied: u64,
+    pub elapsed: Duration,
+    /// Positions covered per second since the start.
+    pub positions_per_second: f64,
+    /// At the current rate, until the starting head is reached.
+    pub eta: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// The checkpoint the swapped-in tables start from.
+    pub position: i64,
+    pub events_applied: u64,
+    pub elapsed: Duration,
+}
+
+/// Rebuilds `projection` from the store and swaps the result in. `progress` is called after
+/// every batch and at each phase change. Cancelling `shutdown` stops before the swap and leaves
+/// the live tables untouched.
+pub async fn rebuild(
+    projection: Projection,
+    store: &EventStore,
+    options: &RebuildOptions,
+    shutdown: &CancellationToken,
+    progress: &mut (dyn FnMut(&RebuildProgress) + Send),
+) -> Result<RebuildReport, ProjectorError> {
+    let pool = store.pool();
+    migrate(pool).await?;
+    let started = Instant::now();
+    let batch_size = options.batch_size.max(1);
+
+    let lock_connection = deadpool_postgres::Object::take(pool.get().await?);
+    let locked: bool = lock_connection
+        .query_one(
+            "select pg_try_advisory_lock(hashtext(current_schema() || '.projector.rebuild.' || $1))",
+            &[&projection.name()],
+        )
+        .await?
+        .try_get(0)?;
+    if !locked {
+        return Err(ProjectorError::RebuildInProgress(projection.name()));
+    }
+
+    {
+        let client = pool.get().await?;
+        let mut statements = String::new();
+        for table in projection.tables() {
+            statements.push_str(&format!(
+                "drop table if exists {table}{SUFFIX}; \
+                 create table {table}{SUFFIX} (like {table} including all);"
+            ));
+        }
+        client.batch_execute(&statements).await?;
+    }
+
+    let head = store.head_position().await?;
+    let mut state = Progress {
+        projection,
+        head,
+        position: 0,
+        events_applied: 0,
+        started,
+    };
+    progress(&state.report(RebuildPhase::Replaying));
+
+    // Replay, reading the next batch while the current one is written.
+    let mut next = read(store, 0, batch_size).await?;
+    while !next.is_empty() {
+        if shutdown.is_cancelled() {
+            return Err(ProjectorError::Cancelled);
+        }
+        let current = next;
+        let after = current
+            .last()
+            .map_or(state.position, |event| event.position);
+        let (read_result, applied) = tokio::join!(
+            read(store, after, batch_size),
+            apply_batch(pool, projection, &current)
+        );
+        state.events_applied += applied?;
+        state.position = after;
+        next = read_result?;
+        progress(&state.report(RebuildPhase::Replaying));
+    }
+
+    progress(&state.report(RebuildPhase::Swapping));
+    let position = swap(store, projection, &mut state, batch_size).await?;
+    state.position = position;
+    progress(&state.report(RebuildPhase::Done));
+    drop(lock_connection);
+    Ok(RebuildReport {
+        position,
+        events_applied: state.events_applied,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn read(
+    store: &EventStore,
+    after: i64,
+    batch_size: i64,
+) -> Result<Vec<RecordedEvent>, ProjectorError> {
+    // Only opportunity events change these projections; the category index makes skipping the
+    // others free.
+    Ok(store
+        .read_all(after, batch_size, Some("opportunity"))
+        .await?)
+}
+
+async fn apply_batch(
+    pool: &deadpool_postgres::Pool,
+    projection: Projection,
+    events: &[RecordedEvent],
+) -> Result<u64, ProjectorError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let applied = persist::apply_events(&transaction, projection, SUFFIX, events).await?;
+    transaction.commit().await?;
+    Ok(applied.events)
+}
+
+async fn swap(
+    store: &EventStore,
+    projection: Projection,
+    state: &mut Progress,
+    batch_size: i64,
+) -> Result<i64, ProjectorError> {
+    let mut client = store.pool().get().await?;
+    let transaction = client.transaction().await?;
+    persist::lock_checkpoint(&transaction, projection).await?;
+    // Everything at or below this head is visible now, and nothing below it can appear later.
+    let head: i64 = transaction
+        .query_one("select coalesce(max(position), 0)::bigint from events", &[])
+        .await?
+        .try_get(0)?;
+    loop {
+        let mut events = read(store, state.position, batch_size).await?;
+        events.retain(|event| event.position <= head);
+        let Some(last) = events.last().map(|event| event.position) else {
+            break;
+        };
+        let applied = persist::apply_events(&transaction, projection, SUFFIX, &events).await?;
+        state.events_applied += applied.events;
+        state.position = last;
+    }
+    let mut statements = String::new();
+    for table in projection.tables() {
+        statements.push_str(&format!(
+            "drop table {table}; alter table {table}{SUFFIX} rename to {table};"
+        ));
+    }
+    transaction.batch_execute(&statements).await?;
+    persist::save_checkpoint(&transaction, projection, head).await?;
+    transaction.commit().await?;
+    tracing::info!(
+        projection = projection.name(),
+        position = head,
+        "rebuilt tables swapped in"
+    );
+    Ok(head)
+}
+
+struct Progress {
+    projection: Projection,
+    head: i64,
+    position: i64,
+    events_applied: u64,
+    started: Instant,
+}
+
+impl Progress {
+    fn report(&self, phase: RebuildPhase) -> RebuildProgress {
+        let elapsed = self.started.elapsed();
+        let seconds = elapsed.as_secs_f64();
+        let positions_per_second = if seconds > 0.0 {
+            self.position as f64 / seconds
+        } else {
+            0.0
+        };
+        let remaining = (self.head - self.position).max(0) as f64;
+        let eta = (positions_per_second > 0.0)
+            .then(|| Duration::from_secs_f64(remaining / positions_per_second));
+        RebuildProgress {
+            projection: self.projection,
+            phase,
+            position: self.position,
+            head: self.head,
+            events_applied: self.events_applied,
+            elapsed,
+            positions_per_second,
+            eta,
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! The projection runner: one durable JetStream pull consumer per projection, events applied in
+//! bounded batches, each batch and the projection's checkpoint committed in one PostgreSQL
+//! transaction and only then acknowledged.
+//!
+//! Why redelivery never has a second effect: every batch transaction first locks the
+//! projection's checkpoint row and skips events at or below it. Why nothing is skipped either:
+//! positions in the store have no gaps (SPEC section 2), so a batch that does not continue
+//! exactly from the checkpoint (a message lost, a payload that does not parse, a consumer created
+//! after the stream was trimmed, messages of a crashed leader still waiting for redelivery) is
+//! completed from the event store itself before anything is applied. JetStream is the transport
+//! and the wake-up; the store stays the source of truth.
+//!
+//! Several instances of one projection may run: the one holding a session advisory lock (on a
+//! connection taken out of the pool for that purpose) consumes, the others wait to take over.
+//! Correctness does not hinge on that lock, only efficiency does: two active instances would still
+//! serialize on the checkpoint row and complete gaps from the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull};
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use eventstore::{EventStore, RecordedEvent};
+use futures::{FutureExt, StreamExt};
+use platform::CancellationToken;
+use tokio::task::JoinSet;
+
+use crate::error::ProjectorError;
+use crate::persist;
+use crate::{Projection, migrate};
+
+/// Where a test may stop the runner as if the process had been killed there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// The batch is applied inside the transaction, which is not committed.
+    BeforeCommit,
+    /// The transaction is committed, the messages are not acknowledged.
+    BeforeAck,
+}
+
+/// Asked at every fault point with the projection; `true` stops the runner there with
+/// [`ProjectorError::InjectedFault`].
+pub type FaultHook = Arc<dyn Fn(Projection, FaultPoint) -> bool + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ProjectorConfig {
+    pub nats_url: String,
+    /// The JetStream stream the relay publishes to (`DEALSTREAM_EVENTS` by default).
+    pub stream_name: String,
+    /// The first subject token (`dealstream` by default); durable consumer names derive from it.
+    pub subject_prefix: String,
+    /// At most this many messages per batch and transaction: the back-pressure bound.
+    pub batch_size: usize,
+    /// How long JetStream waits for an acknowledgement before redelivering.
+    pub ack_wait: Duration,
+    /// How long a standby instance waits between attempts to become active, and the pause after
+    /// a transient failure.
+    pub retry_interval: Duration,
+    /// Test-only fault injection; `None` in production.
+    pub faults: Option<FaultHook>,
+}
+
+impl std::fmt::Debug for ProjectorConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ProjectorConfig")
+            .field("stream_name", &self.stream_name)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("batch_size", &self.batch_size)
+            .field("ack_wait", &self.ack_wait)
+            .field("faults", &self.faults.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProjectorConfig {
+    /// Production defaults: batches of up to 500 messages, 30 s to acknowledge.
+    pub fn new(
+        nats_url: impl Into<String>,
+        stream_name: impl Into<String>,
+        subject_prefix: impl Into<String>,
+    ) -> ProjectorConfig {
+        ProjectorConfig {
+            nats_url: nats_url.into(),
+            stream_name: stream_name.into(),
+            subject_prefix: subject_prefix.into(),
+            batch_size: 500,
+            ack_wait: Duration::from_secs(30),
+            retry_interval: Duration::from_secs(1),
+            faults: None,
+        }
+    }
+
+    /// `<prefix>_projector_<name>`: one durable consumer per projection and deployment.
+    pub fn durable_name(&self, projection: Projection) -> String {
+        format!("{}_projector_{}", self.subject_prefix, projection.name())
+    }
+
+    fn fault(&self, projection: Projection, point: FaultPoint) -> Result<(), ProjectorError> {
+        match &self.faults {
+            Some(hook) if hook(projection, point) => Err(ProjectorError::InjectedFault(point)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs `projections` until `shutdown` is cancelled (then `Ok`) or one of them fails for good.
+/// Transient failures (database or NATS down) are retried after a pause. Migrates the read-model
+/// tables first.
+pub async fn run(
+    config: ProjectorConfig,
+    store: EventStore,
+    projections: &[Projection],
+    shutdown: CancellationToken,
+) -> Result<(), ProjectorError> {
+    // Returns at once even while NATS is away; the workers retry until it answers, so a node
+    // whose NATS is down still starts and catches up later.
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(config.nats_url.as_str())
+        .await
+        .map_err(|error| ProjectorError::messaging("connecting to NATS", error))?;
+    run_with_client(config, client, store, projections, shutdown).await
+}
+
+/// As [`run`], on an existing NATS client (so that one process shares one connection).
+pub async fn run_with_client(
+    config: ProjectorConfig,
+    client: async_nats::Client,
+    store: EventStore,
+    projections: &[Projection],
+    shutdown: CancellationToken,
+) -> Result<(), ProjectorError> {
+    migrate(store.pool()).await?;
+    let stop = shutdown.child_token();
+    let mut tasks = JoinSet::new();
+    let mut projections = projections.to_vec();
+    projections.sort();
+    projections.dedup();
+    for projection in projections {
+        let worker = Worker {
+            config: config.clone(),
+            store: store.clone(),
+            jetstream: jetstream::new(client.clone()),
+            projection,
+        };
+        tasks.spawn(worker.run(stop.clone()));
+    }
+    let mut outcome = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let result =
+            joined.unwrap_or_else(|error| Err(ProjectorError::Unexpected(Arc::new(error))));
+        if let Err(error) = result {
+            if outcome.is_ok() {
+                outcome = Err(error);
+            }
+            stop.cancel();
+        }
+    }
+    outcome
+}
+
+struct Worker {
+    config: ProjectorConfig,
+    store: EventStore,
+    jetstream: jetstream::Context,
+    projection: Projection,
+}
+
+impl Worker {
+    async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+        loop {
+            let error = match self.run_while_active(&shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            if !error.is_transient() {
+                tracing::error!(projection = self.projection.name(), error = %error_chain(&error), "projection stopped");
+                return Err(error);
+            }
+            tracing::warn!(projection = self.projection.name(), error = %error_chain(&error), "projection interrupted, retrying");
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(self.config.retry_interval) => {}
+            }
+        }
+    }
+
+    /// Becomes the active instance, then consumes until shutdown or a failure.
+    async fn run_while_active(&self, shutdown: &CancellationToken) -> Result<(), ProjectorError> {
+        let pool = self.store.pool();
+        // Taken out of the pool so that the session lock ends with this connection and never
+        // stays behind on a pooled connection someone else reuses.
+        let lock_connection = deadpool_postgres::Object::take(pool.get().await?);
+        loop {
+            let row = lock_connection
+                .query_one(
+                    "select pg_try_advisory_lock(hashtext(current_schema() || '.projector.' || $1))",
+                    &[&self.projection.name()],
+                )
+                .await?;
+            if row.try_get::<_, bool>(0)? {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(self.config.retry_interval) => {}
+            }
+        }
+        tracing::info!(projection = self.projection.name(), "projection active");
+
+        let stream = self
+            .jetstream
+            .get_stream(&self.config.stream_name)
+            .await
+            .map_err(|error| ProjectorError::messaging("looking up the event stream", error))?;
+        let durable = self.config.durable_name(self.projection);
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    description: Some(format!("dealstream projection {}", self.projection)),
+                    // Every event, not only the opportunity category: positions must arrive
+                    // without gaps for the gap check to mean anything.
+                    filter_subject: format!("{}.events.>", self.config.subject_prefix),
+                    ack_policy: AckPolicy::All,
+                    ack_wait: self.config.ack_wait,
+                    max_ack_pending: i64::try_from(self.config.batch_size * 4).unwrap_or(i64::MAX),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|error| ProjectorError::messaging("creating the durable consumer", error))?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.config.batch_size)
+            .messages()
+            .await
+            .map_err(|error| ProjectorError::messaging("pulling messages", error))?;
+
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let Some(first) = first else {
+                return Err(ProjectorError::Messaging {
+                    context: "the message stream ended",
+                    source: Arc::new(std::io::Error::other("consumer stream closed")),
+                });
+            };
+            let first =
+                first.map_err(|error| ProjectorError::messaging("receiving a message", error))?;
+            let mut batch = vec![first];
+            // Takes what has already arrived, without waiting: a lone event is applied at once,
+            // a burst is applied in bounded batches.
+            while batch.len() < self.config.batch_size {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    Some(Some(Err(error))) => {
+                        return Err(ProjectorError::messaging("receiving a message", error));
+                    }
+                    _ => break,
+                }
+            }
+            if lock_connection.is_closed() {
+                return Err(ProjectorError::Unavailable(Arc::new(
+                    std::io::Error::other("lost the connection that holds the projection's lock"),
+                )));
+            }
+            self.process(&batch).await?;
+        }
+    }
+
+    async fn process(&self, batch: &[jetstream::Message]) -> Result<(), ProjectorError> {
+        let mut events: Vec<RecordedEvent> = Vec::with_capacity(batch.len());
+        for message in batch {
+            match serde_json::from_slice::<RecordedEvent>(&message.payload) {
+                Ok(event) => events.push(event),
+                // Left out: the gap it leaves is completed from the store.
+                Err(error) => tracing::warn!(
+                    projection = self.projection.name(),
+                    subject = %message.subject,
+                    error = %error,
+                    "message payload is not an event envelope"
+                ),
+            }
+        }
+        events.sort_by_key(|event| event.position);
+        events.dedup_by_key(|event| event.position);
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        let last_position = events
+            .last()
+            .map(|event| event.position)
+            .or_else(|| header_position(last))
+            .unwrap_or(0);
+
+        let faults = self.config.faults.clone();
+        let reached = commit_batch(
+            &self.store,
+            self.projection,
+            &events,
+            last_position,
+            faults.as_ref(),
+        )
+        .await?;
+        let labels = [("projection", self.projection.name())];
+        let pending_messages = last.info().map(|info| info.pending).unwrap_or(0);
+        metrics::gauge!("projector_lag_positions", &labels).set(pending_messages as f64);
+        let lag_seconds = match (pending_messages, events.last()) {
+            (0, _) | (_, None) => 0.0,
+            (_, Some(event)) => {
+                (Utc::now() - event.recorded_at).num_milliseconds().max(0) as f64 / 1000.0
+            }
+        };
+        metrics::gauge!("projector_lag_seconds", &labels).set(lag_seconds);
+        metrics::gauge!("projector_checkpoint_position", &labels).set(reached as f64);
+
+        self.config.fault(self.projection, FaultPoint::BeforeAck)?;
+        // Acknowledgement policy "all": acknowledging the last message covers the batch. A lost
+        // acknowledgement only means a redelivery, which the checkpoint turns into a no-op.
+        last.ack()
+            .await
+            .map_err(|error| ProjectorError::Messaging {
+                context: "acknowledging a batch",
+                source: Arc::from(error),
+            })?;
+        Ok(())
+    }
+}
+
+/// Applies a delivered batch (ascending positions; duplicates, already-applied events and gaps
+/// allowed) up to `last_position`, in as many transactions as gap filling needs, each with the
+/// checkpoint. Events at or below the checkpoint have no effect, so applying the same batch
+/// twice changes nothing the second time. Returns the checkpoint reached.
+pub async fn apply_batch(
+    store: &EventStore,
+    projection: Projection,
+    events: &[RecordedEvent],
+) -> Result<i64, ProjectorError> {
+    let last_position = events.iter().map(|event| event.position).max().unwrap_or(0);
+    commit_batch(store, projection, events, last_position, None).await
+}
+
+async fn commit_batch(
+    store: &EventStore,
+    projection: Projection,
+    events: &[RecordedEvent],
+    last_position: i64,
+    faults: Option<&FaultHook>,
+) -> Result<i64, ProjectorError> {
+    let pool: &Pool = store.pool();
+    let mut reached;
+    loop {
+        let mut client = pool.get().await?;
+        let transaction = client.transaction().await?;
+        let checkpoint = persist::lock_checkpoint(&transaction, projection).await?;
+        reached = checkpoint;
+        if checkpoint >= last_position {
+            transaction.commit().await?;
+            break;
+        }
+        let pending: Vec<&RecordedEvent> = events
+            .iter()
+            .filter(|event| event.position > checkpoint)
+            .collect();
+        let continues = pending
+            .iter()
+            .zip(checkpoint + 1..)
+            .all(|(event, expected)| event.position == expected);
+        let fetched: Vec<RecordedEvent>;
+        let to_apply: Vec<&RecordedEvent> = if continues && !pending.is_empty() {
+            pending
+        } else {
+            tracing::info!(
+                projection = projection.name(),
+                checkpoint,
+                last_position,
+                "batch does not continue from the checkpoint; reading the gap from the store"
+            );
+            let wanted = (last_position - checkpoint).min(GAP_FILL_BATCH);
+            fetched = store.read_all(checkpoint, wanted, None).await?;
+            fetched.iter().collect()
+        };
+        let Some(last_applied) = to_apply.last().map(|event| event.position) else {
+            return Err(ProjectorError::Corrupt(format!(
+                "position {last_position} was published but the store holds nothing after {checkpoint}"
+            )));
+        };
+        let owned: Vec<RecordedEvent> = to_apply.into_iter().cloned().collect();
+        let applied = persist::apply_events(&transaction, projection, "", &owned).await?;
+        persist::save_checkpoint(&transaction, projection, last_applied).await?;
+        if faults.is_some_and(|hook| hook(projection, FaultPoint::BeforeCommit)) {
+            return Err(ProjectorError::InjectedFault(FaultPoint::BeforeCommit));
+        }
+        transaction.commit().await?;
+        reached = last_applied;
+        let labels = [("projection", projection.name())];
+        metrics::counter!("projector_events_applied_total", &labels).increment(applied.events);
+        if applied.malformed > 0 {
+            metrics::counter!("projector_events_malformed_total", &labels)
+                .increment(applied.malformed);
+        }
+        if reached >= last_position {
+            break;
+        }
+    }
+    Ok(reached)
+}
+
+/// How many events one gap-filling transaction reads from the store.
+const GAP_FILL_BATCH: i64 = 5_000;
+
+fn header_position(message: &jetstream::Message) -> Option<i64> {
+    message
+        .headers
+        .as_ref()?
+        .get("Dealstream-Position")?
+        .as_str()
+        .parse()
+        .ok()
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

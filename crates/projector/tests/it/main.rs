@@ -1,0 +1,12 @@
+//! Integration tests of the projector against real PostgreSQL and NATS JetStream. Each test has
+//! its own schema (testkit) and its own JetStream stream and subject prefix, deleted at the end.
+//! Events reach JetStream through `support::Publisher`, a small stand-in for the relay that
+//! publishes envelopes with the relay's subjects and headers.
+
+mod crash;
+mod equivalence;
+mod forecast;
+mod read_your_writes;
+mod rebuild_under_load;
+mod redelivery;
+mod support;
