@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
 use commands::{CommandResult, OpportunityRequest, QualifiedOpportunity};
 use domain::lead::{Criteria, Email, LeadProfile};
 use domain::opportunity::{NewOpportunity, OpportunityCommand};
@@ -12,7 +11,7 @@ use domain::pipeline::{PipelineDefinition, StageDefinition};
 use domain::values::{
     ActivityId, ActivityKind, Amount, Country, Currency, FollowUpId, ForecastCategory,
     InvalidValue, LeadId, OpportunityId, Outcome, PipelineSlug, Probability, StageName, Text,
-    parse_date, parse_owner,
+    parse_date, parse_instant, parse_owner,
 };
 use serde::Deserialize;
 use serde_json::Number;
@@ -371,9 +370,7 @@ pub async fn log_activity(
     let body = &request.body;
     let occurred_at = match &body.occurred_at {
         None => app.handler.now(),
-        Some(text) => DateTime::parse_from_rfc3339(text)
-            .map(|instant| instant.with_timezone(&Utc))
-            .map_err(|_| InvalidValue::new("occurred_at", format!("{text:?} is not RFC 3339")))?,
+        Some(text) => parse_instant("occurred_at", text)?,
     };
     let command = OpportunityCommand::LogActivity {
         activity_id: ActivityId(Uuid::now_v7()),

@@ -8,7 +8,8 @@ use axum::body::to_bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-use commands::CommandContext;
+use commands::{CommandContext, CommandError};
+use domain::values::{LeadId, OpportunityId, PipelineSlug};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -41,6 +42,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
         let mut context = CommandContext::new(actor(&parts.headers)?);
         context.expected_version = if_match(&parts.headers)?;
         let correlation_id = header_uuid(&parts.headers, "x-correlation-id")?;
+        let key = idempotency_key(&parts.headers)?;
+        // If-Match comes before anything else, the body included (SPEC section 6). A repeat of
+        // an idempotent request is the exception: it must get its first answer even though the
+        // stream has moved on since, so the command handler checks it after that lookup.
+        if let (Some(expected), None) = (context.expected_version, &key) {
+            check_if_match(state, parts.uri.path(), expected).await?;
+        }
         let too_large = ApiError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,
         };
@@ -69,8 +77,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
             ));
         }
         let mut in_flight = None;
-        if let Some(key) = idempotency_key(&parts.headers)? {
-            context.command_id = Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, key.as_bytes());
+        if let Some(key) = key {
+            // Keys are chosen by clients, so two clients may well pick the same one; scoping it
+            // by actor keeps one client's key from answering another's request.
+            let scoped = format!("{}\n{key}", context.actor);
+            context.command_id = Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, scoped.as_bytes());
             context.correlation_id = context.command_id;
             context.causation_id = context.command_id;
             context.repeatable = true;
@@ -98,6 +109,41 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
             _in_flight: in_flight,
         })
     }
+}
+
+/// The stream a command path addresses: `/v1/leads/{id}/...`, `/v1/opportunities/{id}/...` or
+/// `/v1/pipelines/{slug}`. Paths that name no valid id are left to the route, which answers 404.
+fn stream_of_path(path: &str) -> Option<String> {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (Some("v1"), Some(collection), Some(id)) =
+        (segments.next(), segments.next(), segments.next())
+    else {
+        return None;
+    };
+    match collection {
+        "leads" => Uuid::parse_str(id).ok().map(|id| LeadId(id).stream_id()),
+        "opportunities" => Uuid::parse_str(id)
+            .ok()
+            .map(|id| OpportunityId(id).stream_id()),
+        "pipelines" => PipelineSlug::parse(id).ok().map(|slug| slug.stream_id()),
+        _ => None,
+    }
+}
+
+async fn check_if_match(state: &AppState, path: &str, expected: i64) -> Result<(), ApiError> {
+    let Some(stream_id) = stream_of_path(path) else {
+        return Ok(());
+    };
+    let actual = state.handler.store().stream_version(&stream_id).await?;
+    if actual == expected {
+        return Ok(());
+    }
+    Err(CommandError::Conflict {
+        stream_id,
+        expected: Some(expected),
+        actual,
+    }
+    .into())
 }
 
 /// Command ids currently being handled by this process.
@@ -202,6 +248,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // PostgreSQL cannot hold NUL in text, so a filter carrying one could only fail later,
+        // as a server error; it is a malformed request.
+        if parts
+            .uri
+            .query()
+            .is_some_and(|query| query.to_ascii_lowercase().contains("%00"))
+        {
+            return Err(ApiError::BadRequest(
+                "query parameters must not contain NUL characters".to_owned(),
+            ));
+        }
         axum::extract::Query::try_from_uri(&parts.uri)
             .map(|axum::extract::Query(value)| Query(value))
             .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))

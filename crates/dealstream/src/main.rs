@@ -6,6 +6,7 @@
 mod demo;
 mod progress;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -212,9 +213,30 @@ async fn services(
         .await
         .context("NATS_URL")?;
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    let mut names = HashMap::new();
+    // The relay stops last, so that events appended by requests and reactions still finishing
+    // are published before the process exits (STYLE: stop accepting work, finish in-flight
+    // work, then drain the relay).
+    let relay_stop = if wanted
+        .iter()
+        .all(|service| matches!(service, Service::Relay))
+    {
+        shutdown.clone()
+    } else {
+        CancellationToken::new()
+    };
     for service in wanted {
-        let stop = shutdown.clone();
-        match service {
+        let stop = match service {
+            Service::Relay => relay_stop.clone(),
+            _ => shutdown.clone(),
+        };
+        let name = match service {
+            Service::Api => "api",
+            Service::Relay => "relay",
+            Service::Projector(_) => "projector",
+            Service::Workflow => "workflow",
+        };
+        let handle = match service {
             Service::Api => {
                 let listener = tokio::net::TcpListener::bind(settings.http_addr)
                     .await
@@ -246,7 +268,7 @@ async fn services(
                 tasks.spawn(async move {
                     let served = api::serve(listener, state, stop).await;
                     ("api", served.context("http server failed"))
-                });
+                })
             }
             Service::Relay => {
                 let config = relay::RelayConfig::from_settings(settings)?;
@@ -254,7 +276,7 @@ async fn services(
                 tasks.spawn(async move {
                     let relayed = relay::run_with_client(config, client, store, stop).await;
                     ("relay", relayed.map_err(anyhow::Error::from))
-                });
+                })
             }
             Service::Projector(projections) => {
                 let config = projector::ProjectorConfig::new(
@@ -268,7 +290,7 @@ async fn services(
                     let projected =
                         projector::run_with_client(config, client, store, &projections, stop).await;
                     ("projector", projected.map_err(anyhow::Error::from))
-                });
+                })
             }
             Service::Workflow => {
                 let config = workflow::load_config(settings.config_path.as_deref())?;
@@ -278,13 +300,20 @@ async fn services(
                     let clock = Arc::new(SystemClock);
                     let worked = workflow::run(config, handler, client, options, clock, stop).await;
                     ("workflow", worked.map_err(anyhow::Error::from))
-                });
+                })
             }
-        }
+        };
+        names.insert(handle.id(), name);
     }
     let mut failures = Vec::new();
-    while let Some(finished) = tasks.join_next().await {
-        let (name, outcome) = finished.context("a service task panicked")?;
+    while let Some(finished) = tasks.join_next_with_id().await {
+        let (name, outcome) = match finished {
+            Ok((_, finished)) => finished,
+            Err(error) => {
+                let name = names.get(&error.id()).copied().unwrap_or("a service");
+                (name, Err(anyhow::anyhow!("{name} panicked: {error}")))
+            }
+        };
         if !shutdown.is_cancelled() {
             shutdown.cancel();
             if outcome.is_ok() {
@@ -294,6 +323,10 @@ async fn services(
         match outcome {
             Ok(()) => tracing::info!(service = name, "stopped"),
             Err(error) => failures.push(format!("{name}: {error:#}")),
+        }
+        names.retain(|_, running| *running != name);
+        if names.values().all(|running| *running == "relay") {
+            relay_stop.cancel();
         }
     }
     if failures.is_empty() {
@@ -345,7 +378,12 @@ async fn tail(
 }
 
 async fn run_bench(settings: &Settings, options: &bench::BenchOptions) -> anyhow::Result<()> {
-    let report = bench::run(settings.database_url.expose(), options).await?;
+    let report = bench::run(
+        settings.database_url.expose(),
+        settings.nats_url.expose(),
+        options,
+    )
+    .await?;
     if options.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

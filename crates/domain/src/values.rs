@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use chrono::{Datelike, SubsecRound};
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -460,7 +462,35 @@ pub fn parse_date(field: &'static str, value: &str) -> Result<chrono::NaiveDate,
     Some(value)
         .filter(|_| shaped)
         .and_then(|value| chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").ok())
-        .ok_or_else(|| InvalidValue::new(field, format!("{value:?} is not a date as YYYY-MM-DD")))
+        .filter(|date| SUPPORTED_YEARS.contains(&date.year()))
+        .ok_or_else(|| {
+            InvalidValue::new(
+                field,
+                format!("{value:?} is not a date as YYYY-MM-DD in the years 0001 to 9999"),
+            )
+        })
+}
+
+/// Years a date or an instant may have. Year 0 parses in chrono but not in PostgreSQL, and a
+/// value the read models cannot store must be refused before it becomes an event.
+const SUPPORTED_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// Parses an RFC 3339 instant, in the supported years, as UTC with the microsecond precision
+/// PostgreSQL keeps.
+pub fn parse_instant(
+    field: &'static str,
+    value: &str,
+) -> Result<chrono::DateTime<chrono::Utc>, InvalidValue> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .ok()
+        .map(|instant| instant.with_timezone(&chrono::Utc).trunc_subsecs(6))
+        .filter(|instant| SUPPORTED_YEARS.contains(&instant.year()))
+        .ok_or_else(|| {
+            InvalidValue::new(
+                field,
+                format!("{value:?} is not an RFC 3339 time in the years 0001 to 9999"),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -503,6 +533,9 @@ mod tests {
         assert!(parse_date("expected_close_date", "2026-02-30").is_err());
         assert!(parse_date("expected_close_date", "2026-2-3").is_err());
         assert!(parse_date("expected_close_date", "2026-12-31").is_ok());
+        assert!(parse_date("expected_close_date", "0000-01-01").is_err());
+        assert!(parse_instant("occurred_at", "0000-01-01T00:00:00Z").is_err());
+        assert!(parse_instant("occurred_at", "2026-11-27T10:00:00.1234567+01:00").is_ok());
         assert!(Country::parse("DE").is_ok());
         assert!(Country::parse("de").is_err());
         assert!(Country::parse("ZZ").is_err());

@@ -57,6 +57,15 @@ pub fn pool_from_config(
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
+    // A connection whose server vanished without a reset would otherwise hang its query, and
+    // with it the group-commit appender, until the kernel gives up minutes later.
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3);
+    #[cfg(target_os = "linux")]
+    config.tcp_user_timeout(Duration::from_secs(60));
     // The pool's own limit must not cut a connection attempt short of the driver's timeout.
     let create_timeout = config
         .get_connect_timeout()

@@ -48,6 +48,19 @@ pub(crate) async fn ensure_stream(
     match jetstream.get_stream(name).await {
         Ok(existing) => {
             let mut wanted = existing.cached_info().config.clone();
+            // Another deployment's events in the same stream would interleave with ours and
+            // break the resume point of both relays; two deployments sharing a NATS server
+            // need a stream each (DEALSTREAM_NATS_STREAM) as well as a prefix each.
+            if let Some(foreign) = wanted
+                .subjects
+                .iter()
+                .find(|subject| subject.ends_with(".events.>") && **subject != subjects)
+            {
+                return Err(RelayError::Config(format!(
+                    "stream {name} already carries {foreign}, another deployment's events; \
+                     give this deployment its own DEALSTREAM_NATS_STREAM"
+                )));
+            }
             let mut changed = false;
             if !wanted.subjects.contains(&subjects) {
                 wanted.subjects.push(subjects.clone());

@@ -62,7 +62,7 @@ when = { country = ["DE", "FR", "GB"] }
 round_robin = ["anna", "bruno", "chloe"]
 "#;
 
-/// The longest duration accepted, so that `now + after` can never overflow a timestamp.
+/// The longest duration accepted, so that `recorded_at + after` can never overflow a timestamp.
 const MAX_DURATION_DAYS: i64 = 36_500;
 
 /// The opportunity events a rule may react to (SPEC section 1's catalog). Lead events are not
@@ -172,7 +172,7 @@ pub struct Condition {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// A new follow-up of `kind`, due `after` the moment the workflow reacts.
+    /// A new follow-up of `kind`, due `after` the triggering event was recorded.
     ScheduleFollowUp {
         kind: FollowUpKind,
         after: TimeDelta,

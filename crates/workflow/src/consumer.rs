@@ -250,7 +250,7 @@ async fn handle_deal_event(
     let decoded: OpportunityEvent =
         codec::decode(&event.event_type, event.schema_version, event.data.clone())
             .map_err(|error| Failure::Permanent(error.to_string()))?;
-    let Some((view, _)) = load_deal(shared, deal_id).await? else {
+    let Some((view, version)) = load_deal(shared, deal_id).await? else {
         // The published event is committed, so its stream cannot be empty; a deal whose first
         // event is not OpportunityCreated has nothing to react to.
         return Ok(());
@@ -262,8 +262,9 @@ async fn handle_deal_event(
         &event.event_type,
         &decoded,
         &view.deal,
-        shared.clock.now(),
+        event.recorded_at,
     );
+    let mut appended = false;
     for reaction in &reactions {
         let context = workflow_context(
             &reaction.rule,
@@ -305,6 +306,7 @@ async fn handle_deal_event(
             .await
         {
             Ok(_) => {
+                appended = true;
                 metrics::counter!(metrics_names::REACTIONS, "rule" => reaction.rule.clone())
                     .increment(1);
             }
@@ -318,17 +320,12 @@ async fn handle_deal_event(
     }
 
     // Plan from the stream as it is now, including what the reactions just appended, so that a
-    // follow-up scheduled a moment ago already has its timer.
-    let (view, version) = if reactions.is_empty() {
-        match load_deal(shared, deal_id).await? {
-            Some(loaded) => loaded,
-            None => return Ok(()),
-        }
+    // follow-up scheduled a moment ago already has its timer. Without accepted reactions the
+    // first read is as good. A stream only grows, so a deal read once is there on the re-read.
+    let (view, version) = if appended {
+        load_deal(shared, deal_id).await?.unwrap_or((view, version))
     } else {
-        match load_deal(shared, deal_id).await? {
-            Some(loaded) => loaded,
-            None => (view, event.stream_version),
-        }
+        (view, version)
     };
     let plan = step::plan_timers(&shared.config, deal_id, &view);
     let cause = db::Cause {

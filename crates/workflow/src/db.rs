@@ -2,6 +2,8 @@
 //! planned from, round-robin turns and lead assignments. Migrations are versioned in their own
 //! `workflow_schema_migrations` table, so they never collide with the event store's.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use eventstore::StoreError;
@@ -16,11 +18,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "workflow",
-    sql: include_str!("../migrations/0001_workflow.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "workflow",
+        sql: include_str!("../migrations/0001_workflow.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "timer_failure",
+        sql: include_str!("../migrations/0002_timer_failure.sql"),
+    },
+];
 
 /// Creates or updates the workflow's tables. Idempotent and safe when several processes start at
 /// once: they serialize on an advisory lock keyed on the schema, as the event store's migrations
@@ -32,6 +41,18 @@ pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
         .isolation_level(IsolationLevel::ReadCommitted)
         .start()
         .await?;
+    // Without a schema on the search path the lock key below would be NULL, which takes no lock
+    // at all, and the tables would have nowhere to go. (The event store's runner has the same
+    // guard but only runs its own migrations, so it cannot be reused here.)
+    let schema: Option<String> = transaction
+        .query_one("select current_schema()", &[])
+        .await?
+        .try_get(0)?;
+    if schema.is_none() {
+        return Err(StoreError::Unexpected(Arc::new(std::io::Error::other(
+            "no schema on the search_path: create it or fix the connection's search_path",
+        ))));
+    }
     transaction
         .execute(
             "select pg_advisory_xact_lock(hashtext(current_schema() || '.workflow.migrate'))",
@@ -192,10 +213,23 @@ pub async fn pending_count(pool: &Pool) -> Result<i64, StoreError> {
     Ok(row.try_get(0)?)
 }
 
+/// What became of a claimed timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerOutcome {
+    /// `FollowUpDue` is recorded (now or by an earlier attempt).
+    Fired,
+    /// Done with, without firing: the deal refused it or firing can never succeed. Recorded in
+    /// the timer's `failure` column, so it no longer blocks the timers due after it.
+    GivenUp(String),
+    /// Failed for a passing reason (the store was unavailable): stays pending for a later claim.
+    Retry,
+}
+
 /// Claims up to `limit` timers due at `now`, lets `fire` handle them while the claim is held, and
-/// marks the ones it reports as handled fired in the same transaction. Another instance skips
+/// marks the ones it reports as fired or given up in the same transaction. Another instance skips
 /// the claimed rows instead of waiting; a crash before commit releases them to be fired again,
-/// which the deterministic command id makes harmless. Returns how many were claimed and fired.
+/// which the deterministic command id makes harmless. Returns how many were claimed and how many
+/// of those are done with (fired or given up).
 pub async fn fire_due<F, Fut>(
     pool: &Pool,
     now: DateTime<Utc>,
@@ -204,7 +238,7 @@ pub async fn fire_due<F, Fut>(
 ) -> Result<(usize, usize), StoreError>
 where
     F: FnOnce(Vec<DueTimer>) -> Fut,
-    Fut: std::future::Future<Output = Vec<Uuid>>,
+    Fut: std::future::Future<Output = Vec<(Uuid, TimerOutcome)>>,
 {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
@@ -237,15 +271,25 @@ where
     if count == 0 {
         return Ok((0, 0));
     }
-    let handled = fire(claimed).await;
+    let (done, failures): (Vec<Uuid>, Vec<Option<String>>) = fire(claimed)
+        .await
+        .into_iter()
+        .filter_map(|(timer_id, outcome)| match outcome {
+            TimerOutcome::Fired => Some((timer_id, None)),
+            TimerOutcome::GivenUp(reason) => Some((timer_id, Some(reason))),
+            TimerOutcome::Retry => None,
+        })
+        .unzip();
     transaction
         .execute(
-            "update workflow_timers set fired_at = $2 where timer_id = any($1)",
-            &[&handled, &now],
+            "update workflow_timers as timer set fired_at = $3, failure = done.failure
+             from unnest($1::uuid[], $2::text[]) as done (timer_id, failure)
+             where timer.timer_id = done.timer_id",
+            &[&done, &failures, &now],
         )
         .await?;
     transaction.commit().await?;
-    Ok((count, handled.len()))
+    Ok((count, done.len()))
 }
 
 /// The owner a lead was given, taking the rule's next round-robin turn unless the lead already

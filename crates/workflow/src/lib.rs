@@ -120,8 +120,12 @@ pub async fn migrate(pool: &Pool) -> Result<(), eventstore::StoreError> {
     db::migrate(pool).await
 }
 
-/// Runs the workflow service until `shutdown` is cancelled: migrates its tables, ensures the
-/// notification stream and the durable consumer, then consumes events and fires timers.
+/// Runs the workflow service until `shutdown` is cancelled: migrates its tables, fires timers,
+/// and consumes events once the notification stream and the durable consumer are set up.
+///
+/// NATS being down, or the events stream not being there yet (the relay creates it), is never an
+/// error: the setup is retried with capped backoff, while timers keep firing, since they are
+/// commands that need only the store. Only a failed migration is returned.
 ///
 /// The event store is the handler's (its pool holds the workflow's tables too). `clock` decides
 /// when timers are due; give the handler the same clock. Returns once both loops have stopped:
@@ -138,16 +142,12 @@ pub async fn run(
     let pool = handler.store().pool().clone();
     db::migrate(&pool).await?;
 
-    let context = jetstream::new(nats);
-    ensure_notification_stream(&context, &options).await?;
-    let consumer = events_consumer(&context, &options).await?;
-
     let shared = Arc::new(Shared {
         config,
         handler,
         pool,
         clock,
-        jetstream: context,
+        jetstream: jetstream::new(nats),
         options,
         timers_changed: Notify::new(),
     });
@@ -158,7 +158,14 @@ pub async fn run(
         routing_rules = shared.config.routing.rules.len(),
         "workflow service started"
     );
-    let consuming = tokio::spawn(consumer::run(shared.clone(), consumer, shutdown.clone()));
+    let consuming = tokio::spawn({
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        async move {
+            if let Some(consumer) = set_up_consumer(&shared, &shutdown).await {
+                consumer::run(shared, consumer, shutdown).await;
+            }
+        }
+    });
     let firing = tokio::spawn(timers::run(shared.clone(), shutdown.clone()));
     let (consumed, fired) = tokio::join!(consuming, firing);
     // A panic in either loop is a bug; report it instead of unwinding the caller.
@@ -169,6 +176,44 @@ pub async fn run(
     }
     tracing::info!("workflow service stopped");
     Ok(())
+}
+
+/// The first pause after a failed setup; it doubles after each further failure.
+const SETUP_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest pause between setup attempts: how late the workflow notices NATS or the events
+/// stream coming back.
+const SETUP_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Ensures the notification stream and the durable consumer, retrying until they are there;
+/// `None` if `shutdown` came first.
+async fn set_up_consumer(
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Option<jetstream::consumer::PullConsumer> {
+    let mut backoff = SETUP_BACKOFF_MIN;
+    loop {
+        let attempt = async {
+            ensure_notification_stream(&shared.jetstream, &shared.options).await?;
+            events_consumer(&shared.jetstream, &shared.options).await
+        };
+        let error = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            outcome = attempt => match outcome {
+                Ok(consumer) => return Some(consumer),
+                Err(error) => error,
+            },
+        };
+        tracing::warn!(
+            %error,
+            retry_in_ms = backoff.as_millis() as u64,
+            "cannot set up the workflow's JetStream consumer, retrying"
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(SETUP_BACKOFF_MAX);
+    }
 }
 
 async fn ensure_notification_stream(

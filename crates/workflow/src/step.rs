@@ -1,6 +1,6 @@
 //! The pure part of the workflow: given the rules, a triggering event and the deal as the store
 //! holds it, which commands to send and which timers should exist. No I/O and no clock: the
-//! shell (`consumer`, `timers`) passes the current time and carries the results out.
+//! shell (`consumer`, `timers`) passes the times it needs and carries the results out.
 //!
 //! Conditions are evaluated against the deal's *current* state (folded from its stream when the
 //! workflow reacts), not against a copy the workflow keeps: with several instances or concurrent
@@ -102,15 +102,18 @@ impl DealView {
     }
 }
 
-/// The commands the rules ask for in reaction to `event` (of type `event_type`, id `event_id`).
-/// `deal` is the deal's current state; `now` is when the workflow reacts.
+/// The commands the rules ask for in reaction to `event` (of type `event_type`, id `event_id`,
+/// recorded at `recorded_at`). `deal` is the deal's current state.
+///
+/// Follow-ups fall due `after` the event was recorded, not after the workflow got to it: a
+/// backlog or a redelivery then neither delays them nor gives one follow-up different due times.
 pub fn react(
     config: &WorkflowConfig,
     event_id: Uuid,
     event_type: &str,
     event: &OpportunityEvent,
     deal: &Opportunity,
-    now: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
 ) -> Vec<Reaction> {
     let mut reactions = Vec::new();
     for rule in config
@@ -136,7 +139,7 @@ pub fn react(
                             action: DealAction::ScheduleFollowUp {
                                 follow_up_id,
                                 kind: kind.clone(),
-                                due_at: now + *after,
+                                due_at: recorded_at + *after,
                             },
                         });
                     }

@@ -15,10 +15,9 @@ use domain::opportunity::OpportunityCommand;
 use domain::values::{FollowUpId, FollowUpKind, OpportunityId};
 use futures::StreamExt;
 use platform::CancellationToken;
-use uuid::Uuid;
 
 use crate::consumer::error_chain;
-use crate::db::{self, DueTimer};
+use crate::db::{self, DueTimer, TimerOutcome};
 use crate::{Shared, ids, metrics_names};
 
 /// How many timers one transaction claims. Small enough that a claim is short and other
@@ -29,7 +28,7 @@ const FIRE_CONCURRENCY: usize = 16;
 /// The longest sleep: bounds how late a timer planned by *another* instance (which cannot wake
 /// this one) fires if that instance dies before firing it.
 pub(crate) const FALLBACK_WAKE: Duration = Duration::from_secs(30);
-/// Pause after a failure (database or store unavailable).
+/// Pause after a passing failure (database or store unavailable).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -42,8 +41,10 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 
         let now = shared.clock.now();
         match fire_batch(&shared, now).await {
-            // Some stayed pending because the store failed: give it a moment before retrying.
-            Ok((claimed, fired)) if fired < claimed => {
+            // Some stayed pending because the store was unavailable: give it a moment before
+            // retrying. (Timers that can never fire are given up on, so they cannot keep the
+            // loop here.)
+            Ok((claimed, done)) if done < claimed => {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(RETRY_DELAY) => continue,
@@ -88,32 +89,33 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-/// Claims and fires one batch; returns how many timers were claimed and how many fired.
+/// Claims and fires one batch; returns how many timers were claimed and how many of them are
+/// done with (fired or given up).
 async fn fire_batch(
     shared: &Shared,
     now: chrono::DateTime<Utc>,
 ) -> Result<(usize, usize), eventstore::StoreError> {
-    let (claimed, fired) = db::fire_due(&shared.pool, now, CLAIM_BATCH, |timers| async move {
+    let (claimed, done) = db::fire_due(&shared.pool, now, CLAIM_BATCH, |timers| async move {
         futures::stream::iter(timers)
-            .map(|timer| fire_one(shared, timer, now))
+            .map(|timer| async move { (timer.timer_id, fire_one(shared, &timer, now).await) })
             .buffer_unordered(FIRE_CONCURRENCY)
-            .filter_map(|handled| async move { handled })
-            .collect::<Vec<Uuid>>()
+            .collect::<Vec<_>>()
             .await
     })
     .await?;
     if claimed > 0 {
-        tracing::debug!(claimed, fired, "timers fired");
+        tracing::debug!(claimed, done, "timers fired");
     }
-    Ok((claimed, fired))
+    Ok((claimed, done))
 }
 
-/// Sends one timer's `FireFollowUp`. Returns its id when the timer is done with (fired, or no
-/// longer applicable), `None` when it should stay pending and be retried.
-async fn fire_one(shared: &Shared, timer: DueTimer, now: chrono::DateTime<Utc>) -> Option<Uuid> {
+/// Sends one timer's `FireFollowUp` and says what became of the timer: only a passing failure
+/// leaves it pending. Anything retrying cannot fix is given up on, or the timer would be claimed
+/// first again and again and, with a batch's worth of them, starve every timer due later.
+async fn fire_one(shared: &Shared, timer: &DueTimer, now: chrono::DateTime<Utc>) -> TimerOutcome {
     let Ok(kind) = FollowUpKind::parse(&timer.kind) else {
-        tracing::error!(timer_id = %timer.timer_id, kind = %timer.kind, "timer has an invalid kind; dropping it");
-        return Some(timer.timer_id);
+        tracing::error!(timer_id = %timer.timer_id, kind = %timer.kind, "timer has an invalid kind; giving it up");
+        return TimerOutcome::GivenUp(format!("invalid kind {:?}", timer.kind));
     };
     let command_id = ids::fire_command(timer.timer_id);
     let context = commands::CommandContext {
@@ -140,15 +142,24 @@ async fn fire_one(shared: &Shared, timer: DueTimer, now: chrono::DateTime<Utc>) 
             metrics::counter!(metrics_names::TIMERS_FIRED, "kind" => timer.kind.clone())
                 .increment(1);
             metrics::histogram!(metrics_names::TIMER_LATENESS).record(lateness);
-            Some(timer.timer_id)
+            TimerOutcome::Fired
         }
         Err(CommandError::Rejected(rejection)) => {
             tracing::info!(timer_id = %timer.timer_id, refused = rejection.rule, "timer no longer applies");
-            Some(timer.timer_id)
+            TimerOutcome::GivenUp(format!("refused: {}", rejection.rule))
         }
-        Err(error) => {
+        Err(error @ (CommandError::Unavailable(_) | CommandError::Conflict { .. })) => {
             tracing::warn!(timer_id = %timer.timer_id, error = %error_chain(&error), "firing a timer failed; it stays pending");
-            None
+            TimerOutcome::Retry
+        }
+        Err(
+            error @ (CommandError::Corrupt(_)
+            | CommandError::IdempotencyKeyReused
+            | CommandError::Unexpected(_)),
+        ) => {
+            let reason = error_chain(&error);
+            tracing::error!(timer_id = %timer.timer_id, %reason, "firing a timer cannot succeed; giving it up");
+            TimerOutcome::GivenUp(reason)
         }
     }
 }

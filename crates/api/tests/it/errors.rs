@@ -428,3 +428,55 @@ async fn unreadable_headers_are_bad_requests() {
     reply.assert_problem(400, &["x-actor"]);
     assert_eq!(app.event_count().await, 1);
 }
+
+#[tokio::test]
+async fn if_match_is_checked_before_the_body() {
+    let app = TestApp::spawn().await;
+    let id = app.create_deal().await;
+    let before = app.event_count().await;
+    // A stale version with an out-of-range value and with a malformed body: the conflict wins.
+    app.call(Method::POST, &format!("/v1/opportunities/{id}/amount"))
+        .json(&json!({ "amount": -1, "currency": "EUR" }))
+        .if_match(7)
+        .send()
+        .await
+        .assert_problem(409, &["version 1", "expected 7"]);
+    app.call(Method::POST, &format!("/v1/opportunities/{id}/stage"))
+        .raw("{not json")
+        .if_match(7)
+        .send()
+        .await
+        .assert_problem(409, &["version 1", "expected 7"]);
+    assert_eq!(app.event_count().await, before);
+}
+
+#[tokio::test]
+async fn years_postgresql_cannot_store_are_refused() {
+    let app = TestApp::spawn().await;
+    let id = app.create_deal().await;
+    app.post(
+        &format!("/v1/opportunities/{id}/close-date"),
+        &json!({ "expected_close_date": "0000-01-01" }),
+    )
+    .await
+    .assert_problem(422, &["expected_close_date"]);
+    app.post(
+        &format!("/v1/opportunities/{id}/activities"),
+        &json!({ "kind": "call", "summary": "old", "occurred_at": "0000-06-01T00:00:00Z" }),
+    )
+    .await
+    .assert_problem(422, &["occurred_at"]);
+}
+
+#[tokio::test]
+async fn nul_in_a_query_string_is_a_bad_request() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/v1/events?category=%00",
+        "/v1/opportunities?owner=a%00b",
+        "/v1/forecast?currency=%00",
+        "/v1/follow-ups?owner=%00",
+    ] {
+        app.get(path).await.assert_problem(400, &["NUL"]);
+    }
+}

@@ -306,3 +306,29 @@ async fn concurrent_repeats_append_once() {
         .count();
     assert_eq!(created_events, 2);
 }
+
+#[tokio::test]
+async fn keys_are_scoped_by_actor() {
+    let app = TestApp::spawn().await;
+    let body = json!({ "name": "Ada" });
+    let first = app
+        .call(Method::POST, "/v1/leads")
+        .json(&body)
+        .header("X-Actor", "alice")
+        .idempotency_key("1")
+        .send()
+        .await
+        .command_answer(201);
+    let second = app
+        .call(Method::POST, "/v1/leads")
+        .json(&body)
+        .header("X-Actor", "bob")
+        .idempotency_key("1")
+        .send()
+        .await
+        .command_answer(201);
+    assert_ne!(
+        first["id"], second["id"],
+        "bob's request must not get alice's answer"
+    );
+}

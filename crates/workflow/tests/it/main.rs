@@ -5,5 +5,6 @@
 mod config_file;
 mod routing;
 mod rules;
+mod startup;
 mod support;
 mod timers;

@@ -27,6 +27,10 @@ async fn wait_for(
     .await
 }
 
+fn due_at(event: &eventstore::RecordedEvent) -> chrono::DateTime<chrono::Utc> {
+    data_str(event, "due_at").parse().expect("due_at")
+}
+
 fn data_str<'a>(event: &'a eventstore::RecordedEvent, field: &str) -> &'a str {
     event.data[field].as_str().unwrap_or_default()
 }
@@ -44,8 +48,8 @@ async fn default_rules_drive_a_deal_and_its_reminders() {
     assert_eq!(data_str(scheduled, "kind"), "first-contact");
     assert_eq!(data_str(scheduled, "rule"), "first-contact");
     let first_contact_id = data_str(scheduled, "follow_up_id").to_owned();
-    let due: chrono::DateTime<chrono::Utc> = data_str(scheduled, "due_at").parse().expect("due_at");
-    assert_eq!(due, harness.clock_now() + TimeDelta::days(1));
+    let created = of_type(&history, "OpportunityCreated")[0];
+    assert_eq!(due_at(scheduled), created.recorded_at + TimeDelta::days(1));
 
     // 2. A call while in `new` -> contacted, and first-contact completed.
     harness.log_activity(deal, ActivityKind::Call).await;
@@ -67,11 +71,16 @@ async fn default_rules_drive_a_deal_and_its_reminders() {
     let quote_follow_up = of_type(&history, "FollowUpScheduled")[1];
     assert_eq!(actor(quote_follow_up), "workflow:quote-follow-up");
     assert_eq!(data_str(quote_follow_up, "kind"), "quote-follow-up");
+    assert_eq!(
+        due_at(quote_follow_up),
+        moved[1].recorded_at + TimeDelta::days(3)
+    );
 
-    // The follow-up fires at its due time, once, with a notification.
+    // The follow-up fires at its due time, once, with a notification. (Due times count from the
+    // store's clock, which has run on a little since the manual clock was set.)
     harness
         .clock
-        .advance(TimeDelta::days(3) + TimeDelta::seconds(1));
+        .set(due_at(quote_follow_up) + TimeDelta::seconds(1));
     let history = wait_for(&harness, deal, "FollowUpDue", 1).await;
     let due = of_type(&history, "FollowUpDue")[0];
     assert_eq!(actor(due), "workflow:quote-follow-up");
@@ -156,6 +165,21 @@ async fn default_rules_drive_a_deal_and_its_reminders() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(harness.history(&deal.stream_id()).await.len(), settled);
     assert_eq!(harness.notifications_stored().await, 3);
+    instance.stop().await;
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_handled_late_is_due_after_its_event_not_after_the_reaction() {
+    let harness = Harness::new().await;
+    // The deal is created while no workflow runs, and the workflow gets to it half a day later.
+    let deal = harness.create_deal(20).await;
+    harness.clock.advance(TimeDelta::hours(12));
+    let instance = harness.start(WorkflowConfig::default());
+    let history = wait_for(&harness, deal, "FollowUpScheduled", 1).await;
+    let created = of_type(&history, "OpportunityCreated")[0];
+    let scheduled = of_type(&history, "FollowUpScheduled")[0];
+    assert_eq!(due_at(scheduled), created.recorded_at + TimeDelta::days(1));
     instance.stop().await;
     harness.finish().await;
 }

@@ -44,6 +44,11 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Whether `workflow::run` is still running (it has not returned or panicked).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     /// Cancels the instance and waits for it to finish its in-flight work.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -83,36 +88,18 @@ impl Harness {
             panic!("cannot connect to NATS at NATS_URL={url} (set NATS_URL): {error}")
         });
         let jetstream = jetstream::new(nats.clone());
-        let unique = Uuid::now_v7().simple().to_string();
-        let prefix = format!("wf{unique}");
-        let stream = format!("WF_{}", unique.to_uppercase());
+        let options = unique_options();
         jetstream
             .create_stream(jetstream::stream::Config {
-                name: stream.clone(),
-                subjects: vec![format!("{prefix}.events.>")],
+                name: options.events_stream.clone(),
+                subjects: vec![format!("{}.events.>", options.subject_prefix)],
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             })
             .await
             .expect("a JetStream stream for the test (is JetStream enabled on NATS_URL?)");
-        let options = ServiceOptions::new(prefix, stream);
 
-        let relay_stop = CancellationToken::new();
-        let relay_config = relay::RelayConfig::new(
-            platform::ConnectionUrl::parse("NATS_URL", &url).expect("a NATS URL"),
-            db.config().clone(),
-            options.events_stream.parse().expect("a stream name"),
-            options.subject_prefix.parse().expect("a subject prefix"),
-        );
-        let relay = tokio::spawn({
-            let (client, store, stop) = (nats.clone(), store.clone(), relay_stop.clone());
-            async move {
-                if let Err(error) = relay::run_with_client(relay_config, client, store, stop).await
-                {
-                    panic!("the relay failed: {error}");
-                }
-            }
-        });
+        let (relay_stop, relay) = spawn_relay(&db, &store, &nats, &options);
         Harness {
             db,
             store,
@@ -127,16 +114,27 @@ impl Harness {
     }
 
     pub fn start(&self, config: WorkflowConfig) -> Instance {
+        self.start_with(config, self.options.clone())
+    }
+
+    /// Starts an instance on other streams and subjects than the harness's own.
+    pub fn start_with(&self, config: WorkflowConfig, options: ServiceOptions) -> Instance {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(workflow::run(
             config,
             self.handler.clone(),
             self.nats.clone(),
-            self.options.clone(),
+            options,
             self.clock.clone(),
             shutdown.clone(),
         ));
         Instance { shutdown, task }
+    }
+
+    /// Runs another relay on the test's store, publishing to `options`' stream and subjects
+    /// (creating the stream); cancel the token to stop it.
+    pub fn start_relay(&self, options: &ServiceOptions) -> (CancellationToken, JoinHandle<()>) {
+        spawn_relay(&self.db, &self.store, &self.nats, options)
     }
 
     /// Stops the relay and deletes the test's JetStream streams.
@@ -254,6 +252,39 @@ impl Harness {
             .expect("the notification stream exists");
         stream.info().await.expect("stream info").state.messages
     }
+}
+
+/// Options with a subject prefix and stream name of their own, unused by anything yet.
+pub fn unique_options() -> ServiceOptions {
+    let unique = Uuid::now_v7().simple().to_string();
+    ServiceOptions::new(
+        format!("wf{unique}"),
+        format!("WF_{}", unique.to_uppercase()),
+    )
+}
+
+fn spawn_relay(
+    db: &TestDb,
+    store: &EventStore,
+    nats: &async_nats::Client,
+    options: &ServiceOptions,
+) -> (CancellationToken, JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let config = relay::RelayConfig::new(
+        platform::ConnectionUrl::parse("NATS_URL", &nats_url()).expect("a NATS URL"),
+        db.config().clone(),
+        options.events_stream.parse().expect("a stream name"),
+        options.subject_prefix.parse().expect("a subject prefix"),
+    );
+    let relay = tokio::spawn({
+        let (client, store, stop) = (nats.clone(), store.clone(), stop.clone());
+        async move {
+            if let Err(error) = relay::run_with_client(config, client, store, stop).await {
+                panic!("the relay failed: {error}");
+            }
+        }
+    });
+    (stop, relay)
 }
 
 pub fn text(value: &str) -> Text {
