@@ -4,7 +4,8 @@
 //!
 //! This is the only crate that knows HTTP. It owns parsing and validation of requests into domain
 //! values, the mapping of outcomes to status codes (`problem`), idempotency keys and `If-Match`
-//! (`extract`). It never writes to the store itself. Start with [`router`].
+//! (`extract`). It never writes to the store itself. Start with [`router`]; the public contract is
+//! `openapi.json` beside this crate, served at `/openapi.json`.
 
 mod command_routes;
 mod extract;
@@ -111,47 +112,54 @@ impl AppState {
     }
 }
 
+/// Declares the routes once: [`routes`] lists them for the OpenAPI test and `routed` mounts them.
+/// Each line is `method "path" => handler`, with the method in lower case as OpenAPI writes it.
+macro_rules! route_table {
+    ($($method:ident $path:literal => $handler:expr,)*) => {
+        /// Every `(method, path)` the router serves, the method in lower case and the path in the
+        /// router's (and OpenAPI's) `{param}` syntax. `openapi.json` must describe exactly these.
+        pub fn routes() -> &'static [(&'static str, &'static str)] {
+            &[$((stringify!($method), $path)),*]
+        }
+
+        /// Mounts the table; a path listed again with another method joins the earlier one.
+        fn routed(router: Router<AppState>) -> Router<AppState> {
+            router$(.route($path, $method($handler)))*
+        }
+    };
+}
+
+route_table! {
+    get "/healthz" => healthz,
+    get "/readyz" => readyz,
+    get "/metrics" => metrics,
+    get "/openapi.json" => openapi,
+    post "/v1/leads" => command_routes::capture_lead,
+    get "/v1/leads/{id}" => query_routes::lead,
+    post "/v1/leads/{id}/qualify" => command_routes::qualify_lead,
+    post "/v1/leads/{id}/disqualify" => command_routes::disqualify_lead,
+    get "/v1/opportunities" => read_routes::opportunities,
+    post "/v1/opportunities" => command_routes::create_opportunity,
+    get "/v1/opportunities/{id}" => read_routes::opportunity,
+    get "/v1/opportunities/{id}/history" => query_routes::history,
+    post "/v1/opportunities/{id}/stage" => command_routes::change_stage,
+    post "/v1/opportunities/{id}/probability" => command_routes::override_probability,
+    post "/v1/opportunities/{id}/amount" => command_routes::change_amount,
+    post "/v1/opportunities/{id}/close-date" => command_routes::change_close_date,
+    post "/v1/opportunities/{id}/owner" => command_routes::change_owner,
+    post "/v1/opportunities/{id}/activities" => command_routes::log_activity,
+    post "/v1/opportunities/{id}/close" => command_routes::close,
+    post "/v1/opportunities/{id}/reopen" => command_routes::reopen,
+    post "/v1/opportunities/{id}/follow-ups/{follow_up_id}/complete" => command_routes::complete_follow_up,
+    put "/v1/pipelines/{slug}" => command_routes::define_pipeline,
+    get "/v1/pipelines/{slug}/board" => read_routes::board,
+    get "/v1/forecast" => read_routes::forecast,
+    get "/v1/follow-ups" => read_routes::follow_ups,
+    get "/v1/events" => query_routes::feed,
+}
+
 pub fn router(state: AppState) -> Router {
-    use command_routes as c;
-    use query_routes as q;
-    use read_routes as r;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/leads", post(c::capture_lead))
-        .route("/v1/leads/{id}", get(q::lead))
-        .route("/v1/leads/{id}/qualify", post(c::qualify_lead))
-        .route("/v1/leads/{id}/disqualify", post(c::disqualify_lead))
-        .route(
-            "/v1/opportunities",
-            post(c::create_opportunity).get(r::opportunities),
-        )
-        .route("/v1/opportunities/{id}", get(r::opportunity))
-        .route("/v1/opportunities/{id}/history", get(q::history))
-        .route("/v1/opportunities/{id}/stage", post(c::change_stage))
-        .route(
-            "/v1/opportunities/{id}/probability",
-            post(c::override_probability),
-        )
-        .route("/v1/opportunities/{id}/amount", post(c::change_amount))
-        .route(
-            "/v1/opportunities/{id}/close-date",
-            post(c::change_close_date),
-        )
-        .route("/v1/opportunities/{id}/owner", post(c::change_owner))
-        .route("/v1/opportunities/{id}/activities", post(c::log_activity))
-        .route("/v1/opportunities/{id}/close", post(c::close))
-        .route("/v1/opportunities/{id}/reopen", post(c::reopen))
-        .route(
-            "/v1/opportunities/{id}/follow-ups/{follow_up_id}/complete",
-            post(c::complete_follow_up),
-        )
-        .route("/v1/pipelines/{slug}", put(c::define_pipeline))
-        .route("/v1/pipelines/{slug}/board", get(r::board))
-        .route("/v1/forecast", get(r::forecast))
-        .route("/v1/follow-ups", get(r::follow_ups))
-        .route("/v1/events", get(q::feed))
+    routed(Router::new())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(|_| {
@@ -175,6 +183,18 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// The OpenAPI 3.1 document of this API, kept by hand beside the code; the `openapi` integration
+/// test holds it to [`routes`], the request body structs and the answers the server gives.
+const OPENAPI_DOCUMENT: &str = include_str!("../openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI_DOCUMENT,
+    )
+        .into_response()
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use commands::{CommandError, RejectionKind};
 use domain::values::InvalidValue;
+use platform::error_chain;
 use serde::Serialize;
 
 /// Seconds a client should wait before retrying after a 503.
@@ -93,17 +94,6 @@ pub fn problem_response(status: StatusCode, problem_type: &str, detail: String) 
         headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
     }
     response
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut chain = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    chain
 }
 
 impl From<InvalidValue> for ApiError {

@@ -12,10 +12,12 @@
 //! the crate that uses it. Keeping it that small lets every other crate depend on it
 //! without pulling in adapters. Start with `Settings::from_env` in `settings.rs`.
 
+pub mod errors;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use errors::error_chain;
 pub use settings::{ConnectionUrl, LogFormat, Settings, StreamName, SubjectPrefix};
 pub use shutdown::shutdown_signal;
 pub use telemetry::{init_test_tracing, init_tracing};

@@ -20,6 +20,7 @@
 //! Store positions become visible strictly in order (SPEC section 2), so reading
 //! `position > last read` never skips an event that commits late.
 
+use platform::error_chain;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -330,16 +331,4 @@ impl Publisher {
         };
         self.metrics.lag(head, last_published, oldest);
     }
-}
-
-/// The error and its causes on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

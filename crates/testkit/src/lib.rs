@@ -236,18 +236,7 @@ async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
-/// The error and its sources on one line, since the driver's own message is often just
-/// "db error".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use platform::error_chain;
 
 /// Percent-encodes a URL query value, keeping only unreserved characters as they are.
 fn percent_encode(value: &str) -> String {

@@ -6,6 +6,7 @@
 //! the reminder on `<prefix>.notifications.follow_up_due`. For `LeadCaptured` it routes the lead.
 //! Every command id derives from the event, so handling a message twice has no second effect.
 
+use platform::error_chain;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,17 +57,6 @@ impl From<CommandError> for Failure {
             _ => Failure::Transient(error_chain(&error)),
         }
     }
-}
-
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Pulls from `consumer` until `shutdown`, handling up to `concurrency` messages at a time.

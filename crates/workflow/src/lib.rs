@@ -233,7 +233,7 @@ async fn ensure_notification_stream(
         Ok(_) => Ok(()),
         Err(error) => Err(WorkflowError::Nats {
             what: "notification stream",
-            detail: consumer::error_chain(&error),
+            detail: platform::error_chain(&error),
         }),
     }
 }
@@ -247,7 +247,7 @@ async fn events_consumer(
         .await
         .map_err(|error| WorkflowError::Nats {
             what: "events stream",
-            detail: consumer::error_chain(&error),
+            detail: platform::error_chain(&error),
         })?;
     let durable = options.durable_name();
     stream
@@ -266,7 +266,7 @@ async fn events_consumer(
         .await
         .map_err(|error| WorkflowError::Nats {
             what: "durable consumer",
-            detail: consumer::error_chain(&error),
+            detail: platform::error_chain(&error),
         })
 }
 

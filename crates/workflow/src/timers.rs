@@ -16,9 +16,9 @@ use domain::values::{FollowUpId, FollowUpKind, OpportunityId};
 use futures::StreamExt;
 use platform::CancellationToken;
 
-use crate::consumer::error_chain;
 use crate::db::{self, DueTimer, TimerOutcome};
 use crate::{Shared, ids, metrics_names};
+use platform::error_chain;
 
 /// How many timers one transaction claims. Small enough that a claim is short and other
 /// instances get the rest, large enough to keep the store's group commit busy.

@@ -9,6 +9,7 @@ mod errors;
 mod helpers;
 mod idempotency;
 mod leads;
+mod openapi;
 mod opportunities;
 mod pipelines;
 mod queries;
