@@ -26,6 +26,18 @@ pub enum ProjectorError {
     Corrupt(String),
     #[error("unexpected projector error")]
     Unexpected(#[source] ErrorSource),
+    /// A stored event of a known type with a schema version this build cannot read, written by a
+    /// newer build during a rolling upgrade. Transient: the projection keeps its checkpoint before
+    /// the event and retries, so that nothing is lost once the projector is upgraded.
+    #[error(
+        "event at position {position} ({event_type}) has schema version {schema_version}, \
+         unknown to this build: upgrade the projector"
+    )]
+    UnknownSchemaVersion {
+        position: i64,
+        event_type: String,
+        schema_version: i32,
+    },
     #[error("unknown projection {0:?} (known: pipeline, forecast)")]
     UnknownProjection(String),
     #[error("a rebuild of projection {0} is already running")]
@@ -38,11 +50,13 @@ pub enum ProjectorError {
 }
 
 impl ProjectorError {
-    /// Worth retrying after a pause: the service may come back.
+    /// Worth retrying after a pause: the service may come back, or the projector be upgraded.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ProjectorError::Unavailable(_) | ProjectorError::Messaging { .. }
+            ProjectorError::Unavailable(_)
+                | ProjectorError::Messaging { .. }
+                | ProjectorError::UnknownSchemaVersion { .. }
         )
     }
 

@@ -21,12 +21,18 @@ use crate::error::ProjectorError;
 use crate::rules::{self, DealView, Decoded, Deltas};
 
 /// What a batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub(crate) struct Applied {
     /// Opportunity events folded into rows.
     pub events: u64,
-    /// Known events whose data did not decode, skipped.
+    /// Known events that do not decode or hold values the tables cannot store, skipped.
     pub malformed: u64,
+    /// The position of the last event taken into account (applied or skipped), where the
+    /// checkpoint may go; `None` when the batch stopped at its first event.
+    pub through: Option<i64>,
+    /// Why the batch stopped before its end: an event with a schema version this build cannot
+    /// read. Neither it nor any later event of the batch was taken into account.
+    pub stopped: Option<ProjectorError>,
 }
 
 /// Applies `events` (ascending positions, none applied before) to the projection's tables.
@@ -43,6 +49,14 @@ pub(crate) async fn apply_events(
         match rules::decode(event) {
             Decoded::Opportunity(context, event) => decoded.push((context, event)),
             Decoded::Irrelevant => {}
+            Decoded::UnknownSchemaVersion { schema_version } => {
+                applied.stopped = Some(ProjectorError::UnknownSchemaVersion {
+                    position: event.position,
+                    event_type: event.event_type.clone(),
+                    schema_version,
+                });
+                break;
+            }
             Decoded::Malformed(error) => {
                 applied.malformed += 1;
                 tracing::error!(
@@ -50,10 +64,11 @@ pub(crate) async fn apply_events(
                     position = event.position,
                     stream_id = %event.stream_id,
                     error = %error,
-                    "skipping an event that does not decode"
+                    "skipping a malformed event"
                 );
             }
         }
+        applied.through = Some(event.position);
     }
     if decoded.is_empty() {
         return Ok(applied);

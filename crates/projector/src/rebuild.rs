@@ -171,6 +171,10 @@ async fn apply_batch(
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     let applied = persist::apply_events(&transaction, projection, SUFFIX, events).await?;
+    if let Some(error) = applied.stopped {
+        // The fresh tables would lack that event for good: the rebuild fails instead.
+        return Err(error);
+    }
     transaction.commit().await?;
     Ok(applied.events)
 }
@@ -196,14 +200,51 @@ async fn swap(
             break;
         };
         let applied = persist::apply_events(&transaction, projection, SUFFIX, &events).await?;
+        if let Some(error) = applied.stopped {
+            return Err(error);
+        }
         state.events_applied += applied.events;
         state.position = last;
     }
+    // `like ... including all` named the fresh tables' indexes after them (`deals_rebuild_pkey`);
+    // each takes back the name of the live index with the same definition, so that the names
+    // the migrations gave (and a later migration may refer to) survive a rebuild.
+    let tables: Vec<&str> = projection.tables().to_vec();
+    let index_pairs = transaction
+        .query(
+            "select fresh.indexname, live.indexname \
+             from pg_indexes live join pg_indexes fresh \
+               on fresh.schemaname = live.schemaname \
+               and fresh.tablename::text = live.tablename::text || $2::text \
+               and regexp_replace(fresh.indexdef, '^.*? USING ', '') \
+                 = regexp_replace(live.indexdef, '^.*? USING ', '') \
+               and (fresh.indexdef like 'CREATE UNIQUE %') = (live.indexdef like 'CREATE UNIQUE %') \
+             where live.schemaname = current_schema() and live.tablename::text = any($1::text[])",
+            &[&tables, &SUFFIX],
+        )
+        .await?;
     let mut statements = String::new();
     for table in projection.tables() {
         statements.push_str(&format!(
             "drop table {table}; alter table {table}{SUFFIX} rename to {table};"
         ));
+    }
+    let mut named = std::collections::HashSet::new();
+    for row in &index_pairs {
+        let fresh: String = row.try_get(0)?;
+        let live: String = row.try_get(1)?;
+        // Two live indexes with one definition match twice each way; any one-to-one pairing of
+        // identical indexes will do.
+        if named.contains(&fresh) || named.contains(&live) {
+            continue;
+        }
+        statements.push_str(&format!(
+            "alter index {} rename to {};",
+            quote_identifier(&fresh),
+            quote_identifier(&live)
+        ));
+        named.insert(fresh);
+        named.insert(live);
     }
     transaction.batch_execute(&statements).await?;
     persist::save_checkpoint(&transaction, projection, head).await?;
@@ -214,6 +255,10 @@ async fn swap(
         "rebuilt tables swapped in"
     );
     Ok(head)
+}
+
+fn quote_identifier(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
 struct Progress {

@@ -176,12 +176,34 @@ pub struct EventContext {
 #[derive(Debug)]
 pub enum Decoded {
     Opportunity(EventContext, Box<OpportunityEvent>),
-    /// Another category, or an event type this build does not know: skipped.
+    /// Another category, or an event type this build does not know: skipped. An unknown type is
+    /// a kind of fact a newer build added, which these read models have no rule for, so skipping
+    /// it loses nothing they show; a new version of a known type is another matter
+    /// ([`Decoded::UnknownSchemaVersion`]).
     Irrelevant,
-    /// A known opportunity event whose data does not decode. Skipped as well, and reported,
-    /// because a projection that stops forever on one bad event helps nobody; a rebuild skips it
-    /// in exactly the same way.
-    Malformed(DecodeError),
+    /// A known event type written with a schema version this build cannot upcast, by a newer
+    /// build during a rolling upgrade. Not skipped: it may change what the read models show, so
+    /// a projection stops before it until the projector is upgraded.
+    UnknownSchemaVersion {
+        schema_version: i32,
+    },
+    /// A known opportunity event whose data does not decode or holds a value the read models
+    /// cannot store. Skipped as well, and reported, because a projection that stops forever on
+    /// one bad event helps nobody; a rebuild skips it in exactly the same way.
+    Malformed(MalformedEvent),
+}
+
+/// Why a known opportunity event is skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum MalformedEvent {
+    #[error(transparent)]
+    Decode(DecodeError),
+    /// PostgreSQL refuses the date (`date`, `timestamptz`), which would fail the whole batch.
+    #[error("{field} {date} is outside the years 1 to 9999 that the read models store")]
+    DateOutOfRange {
+        field: &'static str,
+        date: NaiveDate,
+    },
 }
 
 /// Decodes the envelope into the opportunity event it holds, if any.
@@ -198,21 +220,57 @@ pub fn decode(event: &RecordedEvent) -> Decoded {
     else {
         return Decoded::Irrelevant;
     };
-    match codec::decode::<OpportunityEvent>(
+    let decoded = match codec::decode::<OpportunityEvent>(
         &event.event_type,
         event.schema_version,
         event.data.clone(),
     ) {
-        Ok(decoded) => Decoded::Opportunity(
-            EventContext {
-                opportunity_id,
-                stream_version: event.stream_version,
-                position: event.position,
-                recorded_at: event.recorded_at,
-            },
-            Box::new(decoded),
-        ),
-        Err(error) => Decoded::Malformed(error),
+        Ok(decoded) => decoded,
+        Err(DecodeError::UnknownSchemaVersion { schema_version, .. }) => {
+            return Decoded::UnknownSchemaVersion { schema_version };
+        }
+        Err(error) => return Decoded::Malformed(MalformedEvent::Decode(error)),
+    };
+    if let Err(error) = check_storable_dates(&decoded) {
+        return Decoded::Malformed(error);
+    }
+    Decoded::Opportunity(
+        EventContext {
+            opportunity_id,
+            stream_version: event.stream_version,
+            position: event.position,
+            recorded_at: event.recorded_at,
+        },
+        Box::new(decoded),
+    )
+}
+
+/// The years of dates and times the read models store. Chrono accepts years PostgreSQL refuses
+/// (year 0 and before, which it has no name for, and serialises years past 9999 with a sign), and
+/// older data may hold them, so they are caught here, before any SQL sees them.
+const STORABLE_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// Checks every date of `event` that may end up in a read-model column or a forecast month.
+/// `recorded_at` is not checked: the store writes it from its own clock.
+fn check_storable_dates(event: &OpportunityEvent) -> Result<(), MalformedEvent> {
+    use OpportunityEvent as E;
+    let (field, date) = match event {
+        E::OpportunityCreated(created) => ("expected_close_date", created.expected_close_date),
+        E::CloseDateChanged {
+            expected_close_date,
+            ..
+        } => ("expected_close_date", *expected_close_date),
+        E::ActivityLogged { occurred_at, .. } => ("occurred_at", occurred_at.date_naive()),
+        E::FollowUpScheduled { due_at, .. } | E::FollowUpDue { due_at, .. } => {
+            ("due_at", due_at.date_naive())
+        }
+        E::OpportunityClosed { closed_at, .. } => ("closed_at", closed_at.date_naive()),
+        _ => return Ok(()),
+    };
+    if STORABLE_YEARS.contains(&date.year()) {
+        Ok(())
+    } else {
+        Err(MalformedEvent::DateOutOfRange { field, date })
     }
 }
 
@@ -628,7 +686,8 @@ pub struct ReadModel {
 }
 
 impl ReadModel {
-    /// Folds one stored event; events of other categories and unknown types only move the position.
+    /// Folds one stored event; events of other categories, unknown types or schema versions and
+    /// malformed ones only move the position (an answer from memory has no checkpoint to hold).
     pub fn apply(&mut self, event: &RecordedEvent) {
         self.position = self.position.max(event.position);
         if let Decoded::Opportunity(context, decoded) = decode(event) {

@@ -8,7 +8,9 @@
 //! exactly from the checkpoint (a message lost, a payload that does not parse, a consumer created
 //! after the stream was trimmed, messages of a crashed leader still waiting for redelivery) is
 //! completed from the event store itself before anything is applied. JetStream is the transport
-//! and the wake-up; the store stays the source of truth.
+//! and the wake-up; the store stays the source of truth. Nor is an event of a schema version
+//! this build cannot read skipped: the checkpoint stops right before it and the batch is retried
+//! (a transient error) until an upgraded projector takes over.
 //!
 //! Several instances of one projection may run: the one holding a session advisory lock (on a
 //! connection taken out of the pool for that purpose) consumes, the others wait to take over.
@@ -18,7 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull};
+use async_nats::jetstream::{self, AckKind, consumer::AckPolicy, consumer::pull};
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use eventstore::{EventStore, RecordedEvent};
@@ -176,10 +178,15 @@ impl Worker {
                 Err(error) => error,
             };
             if !error.is_transient() {
-                tracing::error!(projection = self.projection.name(), error = %error_chain(&error), "projection stopped");
+                tracing::error!(projection = self.projection.name(), error = %platform::error_chain(&error), "projection stopped");
                 return Err(error);
             }
-            tracing::warn!(projection = self.projection.name(), error = %error_chain(&error), "projection interrupted, retrying");
+            if let ProjectorError::UnknownSchemaVersion { .. } = error {
+                // Not a passing outage: nothing moves until an operator upgrades the projector.
+                tracing::error!(projection = self.projection.name(), error = %platform::error_chain(&error), "projection waiting for an upgrade, retrying");
+            } else {
+                tracing::warn!(projection = self.projection.name(), error = %platform::error_chain(&error), "projection interrupted, retrying");
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(self.config.retry_interval) => {}
@@ -293,21 +300,44 @@ impl Worker {
         let Some(last) = batch.last() else {
             return Ok(());
         };
-        let last_position = events
+        // The acknowledgement below covers every message of the batch, so the batch must be
+        // applied up to the last message's position even when that message's payload did not
+        // parse: the header names it, and the store fills in the event.
+        let Some(last_position) = events
             .last()
             .map(|event| event.position)
-            .or_else(|| header_position(last))
-            .unwrap_or(0);
+            .max(header_position(last))
+        else {
+            // Nothing says how far the batch reaches, so it is not acknowledged: a later
+            // acknowledgement, or a redelivery, settles these messages.
+            tracing::warn!(
+                projection = self.projection.name(),
+                subject = %last.subject,
+                "no position in the batch; handing it back"
+            );
+            self.nak(last).await?;
+            return Ok(());
+        };
 
         let faults = self.config.faults.clone();
-        let reached = commit_batch(
+        let reached = match commit_batch(
             &self.store,
             self.projection,
             &events,
             last_position,
             faults.as_ref(),
         )
-        .await?;
+        .await
+        {
+            Ok(reached) => reached,
+            Err(error @ ProjectorError::UnknownSchemaVersion { .. }) => {
+                // Handed back rather than left to the acknowledgement timeout, so that the
+                // retry after `retry_interval` finds it again at once.
+                self.nak(last).await?;
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
         let labels = [("projection", self.projection.name())];
         let pending_messages = last.info().map(|info| info.pending).unwrap_or(0);
         metrics::gauge!("projector_lag_positions", &labels).set(pending_messages as f64);
@@ -330,6 +360,17 @@ impl Worker {
                 source: Arc::from(error),
             })?;
         Ok(())
+    }
+
+    /// Asks JetStream to deliver `message` again after the retry interval.
+    async fn nak(&self, message: &jetstream::Message) -> Result<(), ProjectorError> {
+        message
+            .ack_with(AckKind::Nak(Some(self.config.retry_interval)))
+            .await
+            .map_err(|error| ProjectorError::Messaging {
+                context: "handing a batch back",
+                source: Arc::from(error),
+            })
     }
 }
 
@@ -386,13 +427,16 @@ async fn commit_batch(
             fetched = store.read_all(checkpoint, wanted, None).await?;
             fetched.iter().collect()
         };
-        let Some(last_applied) = to_apply.last().map(|event| event.position) else {
+        if to_apply.is_empty() {
             return Err(ProjectorError::Corrupt(format!(
                 "position {last_position} was published but the store holds nothing after {checkpoint}"
             )));
-        };
+        }
         let owned: Vec<RecordedEvent> = to_apply.into_iter().cloned().collect();
         let applied = persist::apply_events(&transaction, projection, "", &owned).await?;
+        // Short of the batch's end only when an event of an unknown schema version stopped it:
+        // what came before it is kept, the checkpoint stays right before it.
+        let last_applied = applied.through.unwrap_or(checkpoint);
         persist::save_checkpoint(&transaction, projection, last_applied).await?;
         if faults.is_some_and(|hook| hook(projection, FaultPoint::BeforeCommit)) {
             return Err(ProjectorError::InjectedFault(FaultPoint::BeforeCommit));
@@ -404,6 +448,9 @@ async fn commit_batch(
         if applied.malformed > 0 {
             metrics::counter!("projector_events_malformed_total", &labels)
                 .increment(applied.malformed);
+        }
+        if let Some(error) = applied.stopped {
+            return Err(error);
         }
         if reached >= last_position {
             break;
@@ -423,15 +470,4 @@ fn header_position(message: &jetstream::Message) -> Option<i64> {
         .as_str()
         .parse()
         .ok()
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

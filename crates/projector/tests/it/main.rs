@@ -3,9 +3,12 @@
 //! Events reach JetStream through `support::Publisher`, a small stand-in for the relay that
 //! publishes envelopes with the relay's subjects and headers.
 
+mod bad_events;
 mod crash;
+mod delivery;
 mod equivalence;
 mod forecast;
+mod index_names;
 mod read_your_writes;
 mod rebuild_under_load;
 mod redelivery;

@@ -6,7 +6,9 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use commands::{CommandHandler, SystemClock};
-use eventstore::{EventStore, RecordedEvent};
+use eventstore::{
+    AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend,
+};
 use platform::CancellationToken;
 use projector::rules::{ReadModel, fold_until};
 use projector::{FaultHook, Projection, ProjectorConfig, ProjectorError};
@@ -102,6 +104,33 @@ impl Harness {
             shutdown.clone(),
         ));
         Running { shutdown, task }
+    }
+
+    /// Appends one hand-written event, bypassing the domain, the way old data or a newer build's
+    /// events reach the store. Returns its position.
+    pub async fn append_raw(
+        &self,
+        stream_id: &str,
+        event_type: &str,
+        schema_version: i32,
+        data: Value,
+    ) -> i64 {
+        let request = AppendRequest {
+            command_id: uuid::Uuid::now_v7(),
+            fingerprint: None,
+            streams: vec![StreamAppend {
+                stream_id: stream_id.to_owned(),
+                expected: ExpectedVersion::Any,
+                events: vec![NewEvent {
+                    event_id: uuid::Uuid::now_v7(),
+                    event_type: event_type.to_owned(),
+                    schema_version,
+                    data,
+                    metadata: serde_json::json!({}),
+                }],
+            }],
+        };
+        self.store.append(request).await.unwrap().position
     }
 
     pub async fn head(&self) -> i64 {
