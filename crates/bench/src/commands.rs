@@ -14,65 +14,74 @@ use anyhow::Context;
 use commands::CommandContext;
 use domain::opportunity::NewOpportunity;
 use domain::values::{Amount, Currency, OpportunityId, PipelineSlug, Text, parse_owner};
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::report::{Figure, Report};
+use crate::report::{Compare, Figure, Report};
 use crate::stats::Latency;
-use crate::{BenchOptions, Deployment};
+use crate::{BenchOptions, Deployment, Progress};
 
 const STAGES: [&str; 4] = ["new", "contacted", "quoted", "negotiation"];
 
 pub async fn run(
     deployment: &Deployment,
     options: &BenchOptions,
+    progress: &Progress,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    progress.step(format!("commands: creating {} deals", options.deals));
     let deals = create_deals(deployment, options.deals).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
     for &clients in &options.clients {
+        progress.step(format!("commands: {clients} clients"));
         let figure = drive_commands(deployment, &client, &deals, clients, options.seconds).await?;
         tracing::info!(clients, per_second = figure.per_second, "commands measured");
         let events = figure.count.max(1_000);
         report.figures.push(figure);
+        progress.step(format!(
+            "baseline-insert: {events} events, {clients} connections"
+        ));
         let baseline = baseline_insert(deployment, clients, events).await?;
         report.figures.push(baseline);
     }
-    report.link_baselines();
     Ok(())
 }
 
-async fn create_deals(deployment: &Deployment, count: usize) -> anyhow::Result<Vec<Uuid>> {
+/// Creates `count` deals through the command handler, 16 at a time.
+pub async fn create_deals(deployment: &Deployment, count: usize) -> anyhow::Result<Vec<Uuid>> {
     let close_date = deployment.handler.now().date_naive() + chrono::Days::new(60);
-    let mut ids = Vec::with_capacity(count);
-    for index in 0..count {
-        let id = OpportunityId(Uuid::now_v7());
-        let opportunity = NewOpportunity {
-            name: Text::parse("name", &format!("bench deal {index}"), Text::SHORT)?,
-            lead_id: None,
-            pipeline: PipelineSlug::default_pipeline(),
-            stage: None,
-            amount: Amount::parse(1_000_000)?,
-            currency: Currency::parse(["EUR", "USD"][index % 2])?,
-            expected_close_date: close_date,
-            owner: parse_owner(["anna", "bruno", "chloe"][index % 3])?,
-        };
-        deployment
-            .handler
-            .create_opportunity(&CommandContext::new("bench:setup"), id, opportunity)
-            .await?;
-        ids.push(id.0);
-    }
-    Ok(ids)
+    futures::stream::iter(0..count)
+        .map(|index| async move {
+            let id = OpportunityId(Uuid::now_v7());
+            let opportunity = NewOpportunity {
+                name: Text::parse("name", &format!("bench deal {index}"), Text::SHORT)?,
+                lead_id: None,
+                pipeline: PipelineSlug::default_pipeline(),
+                stage: None,
+                amount: Amount::parse(1_000_000)?,
+                currency: Currency::parse(["EUR", "USD"][index % 2])?,
+                expected_close_date: close_date,
+                owner: parse_owner(["anna", "bruno", "chloe"][index % 3])?,
+            };
+            deployment
+                .handler
+                .create_opportunity(&CommandContext::new("bench:setup"), id, opportunity)
+                .await?;
+            anyhow::Ok(id.0)
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await
 }
 
 /// xorshift64*: each client's own cheap generator, so that clients do not contend on one.
-struct Random(u64);
+pub(crate) struct Random(pub(crate) u64);
 
 impl Random {
-    fn below(&mut self, bound: usize) -> usize {
+    pub(crate) fn below(&mut self, bound: usize) -> usize {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -80,7 +89,7 @@ impl Random {
     }
 }
 
-fn next_command(random: &mut Random, deal: Uuid) -> (String, Value) {
+pub(crate) fn next_command(random: &mut Random, deal: Uuid) -> (String, Value) {
     match random.below(3) {
         0 => (
             format!("/v1/opportunities/{deal}/stage"),
@@ -152,17 +161,13 @@ async fn drive_commands(
         latencies.extend(finished.context("a bench client failed")?);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok(Figure {
-        scenario: "commands",
-        concurrency: clients,
-        count: latencies.len() as u64,
-        per_second: latencies.len() as f64 / elapsed,
-        latency: Some(Latency::of(&mut latencies)),
-        errors: counters.errors.load(Ordering::Relaxed),
-        conflicts: counters.conflicts.load(Ordering::Relaxed),
-        baseline: Some("baseline-insert"),
-        ratio: None,
-    })
+    let mut figure = Figure::new("commands", clients as u64, "clients", "commands")
+        .measured(latencies.len() as u64, elapsed)
+        .against("baseline-insert", Compare::Throughput);
+    figure.latency = Some(Latency::of(&mut latencies));
+    figure.errors = counters.errors.load(Ordering::Relaxed);
+    figure.conflicts = counters.conflicts.load(Ordering::Relaxed);
+    Ok(figure)
 }
 
 /// A recent event's data and metadata, so that baseline rows carry a realistic payload.
@@ -235,15 +240,10 @@ async fn baseline_insert(
         latencies.extend(finished.context("a baseline client failed")??);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok(Figure {
-        scenario: "baseline-insert",
-        concurrency: clients,
-        count: latencies.len() as u64,
-        per_second: latencies.len() as f64 / elapsed,
-        latency: Some(Latency::of(&mut latencies)),
-        errors: 0,
-        conflicts: 0,
-        baseline: None,
-        ratio: None,
-    })
+    let payload_bytes = (data.to_string().len() + metadata.to_string().len()) as f64;
+    let mut figure = Figure::new("baseline-insert", clients as u64, "connections", "events")
+        .measured(latencies.len() as u64, elapsed)
+        .with("payload_bytes", payload_bytes);
+    figure.latency = Some(Latency::of(&mut latencies));
+    Ok(figure)
 }

@@ -1,28 +1,58 @@
 //! `dealstream bench`: load scenarios measured beside a baseline taken in the same run, against
 //! the same servers, so that the figures are ratios that survive a noisy machine.
 //!
-//! Every run works in a scratch schema of its own (created, migrated and dropped here), so it
-//! never touches a deployment's data. Scenarios live in their own modules; this one owns the
-//! options, the deployment a run starts in-process, and the report. It reports what it measured
-//! and never judges it: targets are for people to read in docs/performance.md.
+//! Every scenario works in a scratch deployment of its own: a schema created, migrated and
+//! dropped here, and a JetStream stream and subject prefix derived from that schema, deleted at
+//! the end. So scenarios never touch a deployment's data nor each other's (the timers scenario's
+//! workflow does not wade through the commands scenario's events, the rebuild's history holds
+//! only what it generated). Scenarios live in their own modules; this one owns the options, the
+//! order they run in, and the report. It reports what it measured and never judges it: targets
+//! are for people to read in docs/performance.md.
+//!
+//! Read next: `commands` (the shape every scenario follows), then `deployment`.
 
 mod commands;
 mod deployment;
+mod history;
+mod lag;
+mod memory;
+mod progress;
+mod rebuild;
+mod relay;
 mod report;
 mod stats;
+mod timers;
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
+use clap::Parser;
+
 pub use deployment::Deployment;
-pub use report::{Figure, Report};
+pub use progress::Progress;
+pub use report::{Compare, Figure, Report};
 
 /// The scenarios `--scenario` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
     /// Single-event commands through the HTTP API, beside plain inserts.
     Commands,
+    /// Commands at a steady rate, and the time until the pipeline read model shows each one.
+    Lag,
+    /// The relay catching up a backlog, beside raw pipelined JetStream publishes.
+    Relay,
+    /// `projections rebuild pipeline`, beside reading the same events in order.
+    Rebuild,
+    /// Follow-ups falling due at one instant, beside plain single-event commands.
+    Timers,
     /// Every scenario.
     All,
+}
+
+impl Scenario {
+    fn includes(self, scenario: Scenario) -> bool {
+        self == Scenario::All || self == scenario
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -30,18 +60,44 @@ pub struct BenchOptions {
     /// Which scenario to run.
     #[arg(long, value_enum, default_value_t = Scenario::All)]
     pub scenario: Scenario,
-    /// How long each measured step runs.
+    /// How long each measured step of `commands` and `lag` runs.
     #[arg(long, value_parser = parse_seconds, default_value = "10")]
     pub seconds: Duration,
-    /// Client concurrencies to measure, comma-separated.
+    /// Client concurrencies of `commands`, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     pub clients: Vec<usize>,
-    /// Opportunities created before the command scenarios start.
+    /// Opportunities created before `commands` and `lag` start.
     #[arg(long, default_value_t = 200)]
     pub deals: usize,
+    /// Commands per second `lag` asks for, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "200,500,1000")]
+    pub rates: Vec<u32>,
+    /// Events the relay catches up in `relay`.
+    #[arg(long, default_value_t = 200_000)]
+    pub backlog: u64,
+    /// Opportunity events in the history `rebuild` replays. Memory is also measured at a fifth of
+    /// this (200,000 by default), to show it does not grow with the history.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rebuild_events: u64,
+    /// Follow-ups that fall due at one instant in `timers`.
+    #[arg(long, default_value_t = 2_000)]
+    pub timers: usize,
     /// Prints the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+impl BenchOptions {
+    /// The options with every default `dealstream bench` uses, for tests and callers that
+    /// change only a few.
+    pub fn defaults() -> BenchOptions {
+        #[derive(Parser)]
+        struct Command {
+            #[command(flatten)]
+            options: BenchOptions,
+        }
+        Command::parse_from(["bench"]).options
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -52,17 +108,49 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a positive number of seconds"))
 }
 
-/// Runs the chosen scenarios against a scratch schema in `database_url`'s database.
-pub async fn run(database_url: &str, options: &BenchOptions) -> anyhow::Result<Report> {
-    let deployment = Deployment::start(database_url).await?;
-    let mut report = Report::new(&deployment, options).await?;
-    let outcome = async {
-        if matches!(options.scenario, Scenario::Commands | Scenario::All) {
-            commands::run(&deployment, options, &mut report).await?;
-        }
-        anyhow::Ok(())
+/// Runs the chosen scenarios against scratch schemas in `database_url`'s database and scratch
+/// streams on `nats_url`. A progress bar goes to stderr when it is a terminal.
+pub async fn run(
+    database_url: &str,
+    nats_url: &str,
+    options: &BenchOptions,
+) -> anyhow::Result<Report> {
+    let progress = Progress::new(std::io::stderr().is_terminal());
+    let mut report = Report::new(database_url, nats_url, options).await?;
+    let scenario = options.scenario;
+    // Cheapest first, so that a failing server shows up early; rebuild before relay, so that
+    // the relay baseline's payloads held in memory cannot inflate rebuild's memory figures.
+    if scenario.includes(Scenario::Commands) {
+        let deployment = Deployment::start(database_url, nats_url).await?;
+        let outcome = commands::run(&deployment, options, &progress, &mut report).await;
+        deployment.stop().await;
+        outcome?;
     }
-    .await;
-    deployment.stop().await;
-    outcome.map(|()| report)
+    if scenario.includes(Scenario::Lag) {
+        let deployment = Deployment::start(database_url, nats_url).await?;
+        let outcome = lag::run(&deployment, options, &progress, &mut report).await;
+        deployment.stop().await;
+        outcome?;
+    }
+    if scenario.includes(Scenario::Timers) {
+        let deployment = Deployment::start(database_url, nats_url).await?;
+        let outcome = timers::run(&deployment, options, &progress, &mut report).await;
+        deployment.stop().await;
+        outcome?;
+    }
+    if scenario.includes(Scenario::Rebuild) {
+        let deployment = Deployment::start(database_url, nats_url).await?;
+        let outcome = rebuild::run(&deployment, options, &progress, &mut report).await;
+        deployment.stop().await;
+        outcome?;
+    }
+    if scenario.includes(Scenario::Relay) {
+        let deployment = Deployment::start(database_url, nats_url).await?;
+        let outcome = relay::run(&deployment, options, &progress, &mut report).await;
+        deployment.stop().await;
+        outcome?;
+    }
+    progress.finish();
+    report.link_baselines();
+    Ok(report)
 }
