@@ -12,6 +12,8 @@
 
 mod error;
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -148,6 +150,53 @@ pub struct CommandHandler {
     store: EventStore,
     clock: Arc<dyn Clock>,
     qualification_rule: QualificationRule,
+    states: Arc<StateCache>,
+}
+
+/// How many folded streams a handler keeps. Past it the cache starts over: crude, but bounded,
+/// and a miss only costs one full read.
+const CACHED_STREAMS: usize = 10_000;
+
+/// Folded states by stream id, with the version each was folded to. Streams are append-only, so a
+/// cached state is never wrong, only possibly behind: loading reads the events after its version
+/// and folds them in. That keeps a busy deal's command from reading and decoding its whole history
+/// every time, which is where most of a command's time went (docs/performance.md).
+#[derive(Default)]
+struct StateCache {
+    entries: std::sync::Mutex<HashMap<String, CachedState>>,
+}
+
+/// A folded state of some decider, and the stream version it was folded to.
+type CachedState = (Box<dyn Any + Send + Sync>, i64);
+
+impl StateCache {
+    fn get<S: Clone + 'static>(&self, stream_id: &str) -> Option<(S, i64)> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (state, version) = entries.get(stream_id)?;
+        state
+            .downcast_ref::<S>()
+            .map(|state| (state.clone(), *version))
+    }
+
+    fn put<S: Send + Sync + 'static>(&self, stream_id: &str, state: S, version: i64) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let newer = entries
+            .get(stream_id)
+            .is_none_or(|(_, cached)| *cached < version);
+        if !newer {
+            return;
+        }
+        if entries.len() >= CACHED_STREAMS {
+            entries.clear();
+        }
+        entries.insert(stream_id.to_owned(), (Box::new(state), version));
+    }
 }
 
 impl CommandHandler {
@@ -156,6 +205,7 @@ impl CommandHandler {
             store,
             clock,
             qualification_rule: QualificationRule::default(),
+            states: Arc::default(),
         }
     }
 
@@ -391,6 +441,7 @@ impl CommandHandler {
     ) -> Result<CommandResult, CommandError>
     where
         D: Decider,
+        D::State: Send + Sync + 'static,
         D::Event: Serialize + DeserializeOwned,
         CommandError: From<D::Error>,
     {
@@ -462,11 +513,15 @@ impl CommandHandler {
     async fn load<D>(&self, stream_id: &str) -> Result<Loaded<D::State>, CommandError>
     where
         D: Decider,
+        D::State: Send + Sync + 'static,
         D::Event: DeserializeOwned,
     {
-        let recorded = self.store.read_stream(stream_id).await?;
-        let mut state = D::State::default();
-        let mut version = 0;
+        let (mut state, mut version) = self
+            .states
+            .get::<D::State>(stream_id)
+            .unwrap_or_else(|| (D::State::default(), 0));
+        let recorded = self.store.read_stream_after(stream_id, version).await?;
+        let caught_up = !recorded.is_empty();
         for event in recorded {
             let decoded: D::Event =
                 codec::decode(&event.event_type, event.schema_version, event.data).map_err(
@@ -479,6 +534,9 @@ impl CommandHandler {
                 )?;
             state = D::evolve(state, &decoded);
             version = event.stream_version;
+        }
+        if caught_up {
+            self.states.put(stream_id, state.clone(), version);
         }
         Ok(Loaded { state, version })
     }

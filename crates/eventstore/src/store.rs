@@ -94,6 +94,26 @@ impl EventStore {
         rows.iter().map(recorded_event).collect()
     }
 
+    /// The stream's events after `after_version`, oldest first: what a caller holding the state
+    /// at that version still needs.
+    pub async fn read_stream_after(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "select {EVENT_COLUMNS} from events where stream_id = $1 \
+                 and stream_version > $2 order by stream_version"
+            ))
+            .await?;
+        let rows = client
+            .query(&statement, &[&stream_id, &after_version])
+            .await?;
+        rows.iter().map(recorded_event).collect()
+    }
+
     /// The stream's current version: 0 when it has no events.
     pub async fn stream_version(&self, stream_id: &str) -> Result<i64, StoreError> {
         let client = self.pool.get().await?;
