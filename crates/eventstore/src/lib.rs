@@ -29,7 +29,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 pub use error::{AppendError, ErrorSource, StoreError};
-pub use migrate::{Migration, migrate, migrations};
+pub use migrate::{Migration, apply_migrations, migrate, migrations};
 pub use store::EventStore;
 pub use types::{
     AppendOutcome, AppendRequest, ExpectedVersion, HandledCommand, NewEvent, RecordedEvent,

@@ -45,6 +45,18 @@ pub fn migrations() -> &'static [Migration] {
 /// Brings `current_schema()` up to date. Idempotent, and safe when several processes run it at
 /// once.
 pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    apply_migrations(pool, "schema_migrations", MIGRATIONS).await
+}
+
+/// Applies the `migrations` that the ledger table `ledger` (created if missing) does not list,
+/// in one transaction under an advisory lock keyed on the schema and the ledger. Every crate
+/// that owns tables (the store, the projector, the workflow) keeps its own list and ledger, so
+/// their versions never collide, and they share this one runner.
+pub async fn apply_migrations(
+    pool: &Pool,
+    ledger: &str,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
     let mut client = pool.get().await?;
     // Read committed so that, after waiting for the lock, the next statement's fresh snapshot
     // sees the migrations another process just committed.
@@ -68,32 +80,33 @@ pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
 
     transaction
         .execute(
-            "select pg_advisory_xact_lock(hashtext(current_schema() || '.migrate'))",
-            &[],
+            "select pg_advisory_xact_lock(hashtext(current_schema() || '.' || $1))",
+            &[&ledger],
         )
         .await?;
     transaction
-        .batch_execute(
-            "create table if not exists schema_migrations (
+        .batch_execute(&format!(
+            "create table if not exists {ledger} (
                 version    int primary key,
                 name       text not null,
                 applied_at timestamptz not null default clock_timestamp()
-            )",
-        )
+            )"
+        ))
         .await?;
     let applied: Vec<i32> = transaction
-        .query("select version from schema_migrations", &[])
+        .query(&format!("select version from {ledger}"), &[])
         .await?
         .iter()
         .map(|row| row.get(0))
         .collect();
 
-    for migration in MIGRATIONS {
+    for migration in migrations {
         if applied.contains(&migration.version) {
             continue;
         }
         tracing::info!(
             schema = %schema,
+            ledger,
             version = migration.version,
             name = migration.name,
             "applying migration"
@@ -101,7 +114,7 @@ pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
         transaction.batch_execute(migration.sql).await?;
         transaction
             .execute(
-                "insert into schema_migrations (version, name) values ($1, $2)",
+                &format!("insert into {ledger} (version, name) values ($1, $2)"),
                 &[&migration.version, &migration.name],
             )
             .await?;

@@ -2,21 +2,12 @@
 //! planned from, round-robin turns and lead assignments. Migrations are versioned in their own
 //! `workflow_schema_migrations` table, so they never collide with the event store's.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use eventstore::StoreError;
-use tokio_postgres::IsolationLevel;
+use eventstore::{Migration, StoreError};
 use uuid::Uuid;
 
 use crate::step::PlannedTimer;
-
-struct Migration {
-    version: i32,
-    name: &'static str,
-    sql: &'static str,
-}
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -32,67 +23,10 @@ const MIGRATIONS: &[Migration] = &[
 ];
 
 /// Creates or updates the workflow's tables. Idempotent and safe when several processes start at
-/// once: they serialize on an advisory lock keyed on the schema, as the event store's migrations
-/// do (with a different key, so neither waits for the other).
+/// once: the event store's runner serializes them on an advisory lock keyed on the schema and
+/// this ledger.
 pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
-    let mut client = pool.get().await?;
-    let transaction = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::ReadCommitted)
-        .start()
-        .await?;
-    // Without a schema on the search path the lock key below would be NULL, which takes no lock
-    // at all, and the tables would have nowhere to go. (The event store's runner has the same
-    // guard but only runs its own migrations, so it cannot be reused here.)
-    let schema: Option<String> = transaction
-        .query_one("select current_schema()", &[])
-        .await?
-        .try_get(0)?;
-    if schema.is_none() {
-        return Err(StoreError::Unexpected(Arc::new(std::io::Error::other(
-            "no schema on the search_path: create it or fix the connection's search_path",
-        ))));
-    }
-    transaction
-        .execute(
-            "select pg_advisory_xact_lock(hashtext(current_schema() || '.workflow.migrate'))",
-            &[],
-        )
-        .await?;
-    transaction
-        .batch_execute(
-            "create table if not exists workflow_schema_migrations (
-                version    int primary key,
-                name       text not null,
-                applied_at timestamptz not null default clock_timestamp()
-            )",
-        )
-        .await?;
-    let applied: Vec<i32> = transaction
-        .query("select version from workflow_schema_migrations", &[])
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    for migration in MIGRATIONS {
-        if applied.contains(&migration.version) {
-            continue;
-        }
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applying workflow migration"
-        );
-        transaction.batch_execute(migration.sql).await?;
-        transaction
-            .execute(
-                "insert into workflow_schema_migrations (version, name) values ($1, $2)",
-                &[&migration.version, &migration.name],
-            )
-            .await?;
-    }
-    transaction.commit().await?;
-    Ok(())
+    eventstore::apply_migrations(pool, "workflow_schema_migrations", MIGRATIONS).await
 }
 
 /// Where a timer write came from, for the metadata of the `FollowUpDue` it causes.
