@@ -10,12 +10,13 @@ use anyhow::Context;
 use chrono::{Days, Duration, NaiveDate};
 use commands::{CommandContext, CommandHandler, OpportunityRequest, QualifiedOpportunity};
 use domain::lead::{Criteria, LeadProfile};
-use domain::opportunity::{Opportunity, OpportunityCommand, OpportunityStatus};
+use domain::opportunity::{OpportunityCommand, OpportunityStatus};
 use domain::values::{
     ActivityId, ActivityKind, Amount, Country, Currency, LeadId, OpportunityId, Outcome,
     PipelineSlug, StageName, Text, parse_owner,
 };
 use futures::{StreamExt, TryStreamExt};
+use projector::rules::{ForecastFigures, Granularity, ReadModel, accumulate};
 use uuid::Uuid;
 
 #[derive(clap::Args)]
@@ -101,24 +102,37 @@ pub async fn run(handler: &CommandHandler, arguments: &DemoArgs) -> anyhow::Resu
         .try_collect()
         .await?;
     let deals: Vec<OpportunityId> = deals.into_iter().flatten().collect();
-    let mut states = Vec::with_capacity(deals.len());
-    for id in &deals {
-        if let Some(deal) = handler.load_opportunity(*id).await?.state {
-            states.push(deal);
-        }
-    }
-    let head = handler.store().head_position().await?;
+    let model = fold_store(handler).await?;
     println!(
-        "demo: {} leads, {} opportunities, store head position {head}, in {:.1}s",
+        "demo: {} leads, {} opportunities, store head position {}, in {:.1}s",
         arguments.leads,
-        states.len(),
+        deals.len(),
+        model.position,
         started.elapsed().as_secs_f64()
     );
     if let Some(id) = deals.first() {
         println!("demo: a deal's history: GET /v1/opportunities/{id}/history");
     }
-    print_summary(&states);
+    print_summary(&model);
     Ok(())
+}
+
+/// The read models of the whole store, folded in memory with the projector's own rules, so that
+/// the summary is what `GET .../board` and `GET /v1/forecast` serve once the projectors caught up.
+async fn fold_store(handler: &CommandHandler) -> anyhow::Result<ReadModel> {
+    let mut model = ReadModel::default();
+    loop {
+        let page = handler
+            .store()
+            .read_all(model.position, 5_000, Some(OpportunityId::CATEGORY))
+            .await?;
+        if page.is_empty() {
+            return Ok(model);
+        }
+        for event in &page {
+            model.apply(event);
+        }
+    }
 }
 
 fn text(field: &'static str, value: &str) -> anyhow::Result<Text> {
@@ -316,36 +330,54 @@ fn major(minor: i128) -> String {
     format!("{}.{:02}", minor / 100, minor % 100)
 }
 
-fn print_summary(deals: &[Opportunity]) {
+fn print_summary(model: &ReadModel) {
     let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut board: BTreeMap<(String, String), (usize, i128, i128)> = BTreeMap::new();
-    for deal in deals {
+    for deal in model.deals.values() {
         let status = match deal.status {
             OpportunityStatus::Open => "open",
             OpportunityStatus::Won => "won",
             OpportunityStatus::Lost => "lost",
         };
         *by_status.entry(status).or_default() += 1;
-        if deal.is_open() {
-            let column = board
-                .entry((deal.stage.to_string(), deal.currency.to_string()))
-                .or_default();
-            column.0 += 1;
-            column.1 += i128::from(deal.amount.minor_units());
-            column.2 += i128::from(deal.weighted_amount());
-        }
     }
-    println!("\nopportunities by status: {by_status:?}");
-    println!("\nboard of pipeline default (open deals):");
+    println!("\nopportunities in the store by status: {by_status:?}");
+    println!("\nboard (open deals), as GET /v1/pipelines/{{pipeline}}/board serves it:");
     println!(
-        "{:<12} {:<4} {:>6} {:>16} {:>16}",
-        "stage", "cur", "count", "amount", "weighted"
+        "{:<10} {:<12} {:<4} {:>6} {:>16} {:>16}",
+        "pipeline", "stage", "cur", "count", "amount", "weighted"
     );
-    for ((stage, currency), (count, amount, weighted)) in &board {
+    for (key, figures) in model.board() {
         println!(
-            "{stage:<12} {currency:<4} {count:>6} {:>16} {:>16}",
-            major(*amount),
-            major(*weighted)
+            "{:<10} {:<12} {:<4} {:>6} {:>16} {:>16}",
+            key.pipeline,
+            key.stage,
+            key.currency,
+            figures.count,
+            major(figures.amount),
+            major(figures.weighted_amount)
+        );
+    }
+    let mut forecast: BTreeMap<(String, String), ForecastFigures> = BTreeMap::new();
+    for ((period, _owner, _pipeline, currency), figures) in model.forecast_by(Granularity::Month) {
+        accumulate(&mut forecast, (period, currency), figures);
+    }
+    println!(
+        "\nforecast by month and currency (all owners), as GET /v1/forecast?period=month sums:"
+    );
+    println!(
+        "{:<8} {:<4} {:>5} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "period", "cur", "open", "pipeline", "weighted", "best_case", "commit", "won", "lost"
+    );
+    for ((period, currency), figures) in &forecast {
+        println!(
+            "{period:<8} {currency:<4} {:>5} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+            figures.open_count,
+            major(figures.pipeline_amount),
+            major(figures.weighted_amount),
+            major(figures.best_case),
+            major(figures.commit),
+            major(figures.closed_won),
+            major(figures.closed_lost)
         );
     }
 }
