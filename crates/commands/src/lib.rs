@@ -433,6 +433,12 @@ impl CommandHandler {
     }
 
     /// The load–decide–append loop for a command on one stream.
+    ///
+    /// It first decides on the state this handler cached for the stream, without reading the
+    /// store at all: the append's expected version proves whether that state was current, since
+    /// a stream at version v has exactly the events the cache folded. Only when that fails
+    /// (a conflict, or an answer a stale state could have caused: a refusal or an If-Match
+    /// mismatch) does it read the store and decide again, and only those reads count as attempts.
     async fn execute<D>(
         &self,
         context: &CommandContext,
@@ -445,21 +451,51 @@ impl CommandHandler {
         D::Event: Serialize + DeserializeOwned,
         CommandError: From<D::Error>,
     {
-        for attempt in 1..=MAX_ATTEMPTS {
+        let mut attempts = 0;
+        let mut trust_cache = true;
+        loop {
             if let Some(result) = self.earlier_answer(context).await? {
                 return Ok(result);
             }
-            let loaded = self.load::<D>(stream_id).await?;
-            check_if_match(context, stream_id, loaded.version)?;
-            let events = D::decide(command, &loaded.state)?;
+            let cached = trust_cache
+                .then(|| self.states.get::<D::State>(stream_id))
+                .flatten();
+            let from_cache = cached.is_some();
+            let loaded = match cached {
+                Some((state, version)) => Loaded { state, version },
+                None => {
+                    attempts += 1;
+                    self.load::<D>(stream_id).await?
+                }
+            };
+            let decided = check_if_match(context, stream_id, loaded.version)
+                .and_then(|()| D::decide(command, &loaded.state).map_err(CommandError::from));
+            let events = match decided {
+                Ok(events) => events,
+                Err(_) if from_cache => {
+                    trust_cache = false;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let append = stream_append(stream_id, expected(loaded.version), &events, context);
             match self.append(context, vec![append]).await {
+                Ok(outcome) => {
+                    if let (false, Some(stream)) = (outcome.replayed, outcome.streams.first()) {
+                        let state = events.iter().fold(loaded.state, D::evolve);
+                        self.states.put(stream_id, state, stream.version);
+                    }
+                    return Ok(answer(&outcome));
+                }
+                Err(CommandError::Conflict { .. }) if from_cache => trust_cache = false,
                 Err(CommandError::Conflict { .. })
-                    if context.expected_version.is_none() && attempt < MAX_ATTEMPTS => {}
-                result => return result.map(|outcome| answer(&outcome)),
+                    if context.expected_version.is_none() && attempts < MAX_ATTEMPTS =>
+                {
+                    trust_cache = false;
+                }
+                Err(error) => return Err(error),
             }
         }
-        unreachable!("the last attempt always returns")
     }
 
     /// The stored answer when a repeatable command was already handled.
