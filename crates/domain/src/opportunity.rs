@@ -44,6 +44,24 @@ pub struct OpportunityCreated {
     pub owner: Owner,
 }
 
+/// Every `event_type` of [`OpportunityEvent`], in catalog order: what consumers (the projector,
+/// the workflow's rules) can name and check against.
+pub const EVENT_TYPES: [&str; 13] = [
+    "OpportunityCreated",
+    "StageChanged",
+    "ProbabilityOverridden",
+    "AmountChanged",
+    "CloseDateChanged",
+    "OwnerChanged",
+    "ActivityLogged",
+    "FollowUpScheduled",
+    "FollowUpCompleted",
+    "FollowUpCancelled",
+    "FollowUpDue",
+    "OpportunityClosed",
+    "OpportunityReopened",
+];
+
 /// The events of an `opportunity-<id>` stream. The doc comments of the variants and their fields
 /// are the descriptions in the published JSON Schemas (docs/schemas).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -23,21 +23,7 @@ use uuid::Uuid;
 
 /// The event types of the opportunity stream this build understands. Any other type in that
 /// category (a newer build's event) is skipped rather than treated as corrupt.
-pub const OPPORTUNITY_EVENT_TYPES: &[&str] = &[
-    "OpportunityCreated",
-    "StageChanged",
-    "ProbabilityOverridden",
-    "AmountChanged",
-    "CloseDateChanged",
-    "OwnerChanged",
-    "ActivityLogged",
-    "FollowUpScheduled",
-    "FollowUpCompleted",
-    "FollowUpCancelled",
-    "FollowUpDue",
-    "OpportunityClosed",
-    "OpportunityReopened",
-];
+pub const OPPORTUNITY_EVENT_TYPES: &[&str] = &domain::opportunity::EVENT_TYPES;
 
 /// One follow-up of a deal as the read model keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

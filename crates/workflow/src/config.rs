@@ -67,21 +67,7 @@ const MAX_DURATION_DAYS: i64 = 36_500;
 
 /// The opportunity events a rule may react to (SPEC section 1's catalog). Lead events are not
 /// here: the only reaction to a lead is routing, which has its own section.
-pub const OPPORTUNITY_EVENTS: [&str; 13] = [
-    "OpportunityCreated",
-    "StageChanged",
-    "ProbabilityOverridden",
-    "AmountChanged",
-    "CloseDateChanged",
-    "OwnerChanged",
-    "ActivityLogged",
-    "FollowUpScheduled",
-    "FollowUpCompleted",
-    "FollowUpCancelled",
-    "FollowUpDue",
-    "OpportunityClosed",
-    "OpportunityReopened",
-];
+pub const OPPORTUNITY_EVENTS: [&str; 13] = domain::opportunity::EVENT_TYPES;
 
 /// Why a rules file was refused. `Display` reads `path:line:column: problem`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

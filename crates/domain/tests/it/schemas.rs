@@ -1062,3 +1062,14 @@ fn the_event_catalog_documents_every_field_and_example() {
         problems.join("\n  ")
     );
 }
+
+#[test]
+fn the_opportunity_event_type_list_names_every_opportunity_event() {
+    let opportunity: BTreeSet<&str> = event_schemas()
+        .iter()
+        .filter(|schema| schema.schema["x-stream-category"] == "opportunity")
+        .map(|schema| schema.event_type.as_str())
+        .collect();
+    let listed: BTreeSet<&str> = domain::opportunity::EVENT_TYPES.into_iter().collect();
+    assert_eq!(listed, opportunity);
+}
