@@ -263,6 +263,31 @@ pub enum OpportunityStatus {
     Lost,
 }
 
+impl OpportunityStatus {
+    /// The probability a deal in this status counts with: 100 once won, 0 once lost, otherwise
+    /// its own override or its stage's. The one place this rule lives; read models use it too.
+    pub fn probability(self, stage: Probability, overridden: Option<Probability>) -> Probability {
+        match self {
+            OpportunityStatus::Won => Outcome::Won.standing().0,
+            OpportunityStatus::Lost => Outcome::Lost.standing().0,
+            OpportunityStatus::Open => overridden.unwrap_or(stage),
+        }
+    }
+
+    /// The forecast category by the same rule: `closed` once won, `omitted` once lost.
+    pub fn forecast_category(
+        self,
+        stage: ForecastCategory,
+        overridden: Option<ForecastCategory>,
+    ) -> ForecastCategory {
+        match self {
+            OpportunityStatus::Won => Outcome::Won.standing().1,
+            OpportunityStatus::Lost => Outcome::Lost.standing().1,
+            OpportunityStatus::Open => overridden.unwrap_or(stage),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FollowUpStatus {
@@ -313,21 +338,15 @@ pub struct Opportunity {
 
 impl Opportunity {
     pub fn probability(&self) -> Probability {
-        match self.status {
-            OpportunityStatus::Won => Outcome::Won.standing().0,
-            OpportunityStatus::Lost => Outcome::Lost.standing().0,
-            OpportunityStatus::Open => self.probability_override.unwrap_or(self.stage_probability),
-        }
+        self.status
+            .probability(self.stage_probability, self.probability_override)
     }
 
     pub fn forecast_category(&self) -> ForecastCategory {
-        match self.status {
-            OpportunityStatus::Won => Outcome::Won.standing().1,
-            OpportunityStatus::Lost => Outcome::Lost.standing().1,
-            OpportunityStatus::Open => self
-                .forecast_category_override
-                .unwrap_or(self.stage_forecast_category),
-        }
+        self.status.forecast_category(
+            self.stage_forecast_category,
+            self.forecast_category_override,
+        )
     }
 
     pub fn weighted_amount(&self) -> i64 {

@@ -77,21 +77,15 @@ impl DealView {
     }
 
     pub fn probability(&self) -> Probability {
-        match self.status {
-            OpportunityStatus::Won => Outcome::Won.standing().0,
-            OpportunityStatus::Lost => Outcome::Lost.standing().0,
-            OpportunityStatus::Open => self.probability_override.unwrap_or(self.stage_probability),
-        }
+        self.status
+            .probability(self.stage_probability, self.probability_override)
     }
 
     pub fn forecast_category(&self) -> ForecastCategory {
-        match self.status {
-            OpportunityStatus::Won => Outcome::Won.standing().1,
-            OpportunityStatus::Lost => Outcome::Lost.standing().1,
-            OpportunityStatus::Open => self
-                .forecast_category_override
-                .unwrap_or(self.stage_forecast_category),
-        }
+        self.status.forecast_category(
+            self.stage_forecast_category,
+            self.forecast_category_override,
+        )
     }
 
     /// Rounded per deal, halves away from zero (SPEC section 1); sums add these figures.
