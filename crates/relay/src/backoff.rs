@@ -34,11 +34,15 @@ impl Backoff {
 
     /// Sleeps for the next delay; false when shutdown was requested meanwhile.
     pub(crate) async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
-        let delay = self.next_delay();
-        tokio::select! {
-            () = shutdown.cancelled() => false,
-            () = tokio::time::sleep(delay) => true,
-        }
+        sleep(self.next_delay(), shutdown).await
+    }
+}
+
+/// Sleeps for `delay`; false when shutdown was requested meanwhile.
+pub(crate) async fn sleep(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
     }
 }
 

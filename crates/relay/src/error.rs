@@ -1,12 +1,21 @@
 //! The relay's error type and how NATS and store failures map onto it.
 //!
 //! Callers (and the relay's own retry loop) match on the category, never on message text:
-//! [`RelayError::is_retryable`] separates "wait and try again" (NATS or PostgreSQL away, the stream
-//! moved under the pipeline) from problems no retry can fix (a stream that belongs to another
-//! database, an event too large for NATS, a stream configuration the server refuses).
+//! [`RelayError::is_retryable`] separates "wait and try again" (NATS or PostgreSQL away or
+//! refusing a statement for a passing reason, the stream moved under the pipeline) from problems
+//! no retry can fix (a stream that belongs to another database, an event too large for NATS, a
+//! stream configuration the server refuses).
+//!
+//! The event store calls only connection failures "unavailable"; a statement the server refused
+//! comes back "unexpected" whatever the reason. A relay that stopped the node on a DBA's
+//! `statement_timeout` or a deadlock would turn a passing hiccup into an outage, so this module
+//! sorts those refusals by SQLSTATE ([`is_passing_refusal`]).
+
+use std::error::Error as StdError;
 
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use eventstore::StoreError;
+use tokio_postgres::error::{DbError, SqlState};
 
 /// A boxed cause, kept for the logs.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -14,8 +23,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Why the relay (or `tail`) stopped or had to start over.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    /// NATS or PostgreSQL could not be reached, timed out or dropped the connection. The relay
-    /// retries these itself with capped backoff; `run` never returns one.
+    /// NATS or PostgreSQL could not be reached, timed out or dropped the connection, or
+    /// PostgreSQL refused a statement for a reason that passes (a statement or lock timeout, a
+    /// deadlock, a serialization failure, exhausted resources, a plan invalidated by a
+    /// migration). The relay retries these itself with capped backoff; `run` never returns one.
     #[error("{what} unavailable")]
     Unavailable {
         what: &'static str,
@@ -68,6 +79,14 @@ impl RelayError {
         )
     }
 
+    /// Whether this is PostgreSQL refusing a statement it prepared before a migration changed
+    /// the statement's result type (SQLSTATE 0A000, "cached plan must not change result type").
+    /// Such a statement fails on every reuse, so the pool's prepared statements must be dropped
+    /// before a retry can succeed.
+    pub(crate) fn is_stale_statement(&self) -> bool {
+        database_error(self).is_some_and(|error| *error.code() == SqlState::FEATURE_NOT_SUPPORTED)
+    }
+
     pub(crate) fn nats(source: impl Into<BoxError>) -> RelayError {
         RelayError::Unavailable {
             what: "NATS",
@@ -83,11 +102,70 @@ impl From<StoreError> for RelayError {
                 what: "event store",
                 source: Box::new(SharedSource(source)),
             },
+            StoreError::Unexpected(source) if is_passing_refusal(&*source) => {
+                RelayError::Unavailable {
+                    what: "event store",
+                    source: Box::new(SharedSource(source)),
+                }
+            }
             StoreError::Unexpected(source) => {
                 RelayError::Unexpected(Box::new(SharedSource(source)))
             }
         }
     }
+}
+
+/// Whether PostgreSQL refused a statement for a reason that passes by itself, so that running it
+/// again later can succeed. Corruption (`XX001`, `XX002`), a broken statement (class 42) or a
+/// value the server rejects (class 22) are not: retrying those would hide a defect forever.
+pub(crate) fn is_passing_refusal(error: &(dyn StdError + 'static)) -> bool {
+    database_error(error).is_some_and(|error| is_passing_code(error.code()))
+}
+
+fn is_passing_code(code: &SqlState) -> bool {
+    let code = code.code();
+    // 08: connection exception. 40: transaction rollback (serialization failure, deadlock): the
+    // same transaction run again normally succeeds. 53: insufficient resources (disk full, out
+    // of memory, too many connections).
+    code.starts_with("08")
+        || code.starts_with("40")
+        || code.starts_with("53")
+        || [
+            // A DBA's statement_timeout, or pg_cancel_backend.
+            SqlState::QUERY_CANCELED,
+            // lock_timeout, or NOWAIT.
+            SqlState::LOCK_NOT_AVAILABLE,
+            // "cached plan must not change result type" after a migration; PostgreSQL uses no
+            // more specific code for it (see `RelayError::is_stale_statement`).
+            SqlState::FEATURE_NOT_SUPPORTED,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::IDLE_SESSION_TIMEOUT,
+            SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            SqlState::SYSTEM_ERROR,
+            SqlState::IO_ERROR,
+            SqlState::SNAPSHOT_TOO_OLD,
+        ]
+        .iter()
+        .any(|passing| passing.code() == code)
+        // transaction_timeout (PostgreSQL 17), newer than the driver's list of codes.
+        || code == "25P04"
+}
+
+/// The server's own error anywhere in the chain, looking inside the store's shared sources.
+fn database_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a DbError> {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(database) = current.downcast_ref::<DbError>() {
+            return Some(database);
+        }
+        if let Some(SharedSource(inner)) = current.downcast_ref::<SharedSource>() {
+            return database_error(&**inner);
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// Classifies a failed publish of the event at `position`.

@@ -1,6 +1,7 @@
 //! The relay's Prometheus metrics, through the `metrics` facade: the binary installs the
 //! recorder, and without one these calls cost next to nothing.
 
+use crate::error::RelayError;
 use chrono::{DateTime, Utc};
 use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
 
@@ -12,6 +13,9 @@ pub const LAG_POSITIONS: &str = "dealstream_relay_lag_positions";
 pub const LAG_SECONDS: &str = "dealstream_relay_lag_seconds";
 /// Position of the last event confirmed in the stream.
 pub const LAST_PUBLISHED_POSITION: &str = "dealstream_relay_last_published_position";
+/// Publish sessions interrupted by a passing failure and retried after a pause, labelled with
+/// `cause`: `nats`, `event_store` or `out_of_step`.
+pub const RETRIES_TOTAL: &str = "dealstream_relay_retries_total";
 
 /// Handles registered once per run, so the hot path does no name lookups.
 pub(crate) struct RelayMetrics {
@@ -39,6 +43,10 @@ impl RelayMetrics {
             LAST_PUBLISHED_POSITION,
             "Position of the last event confirmed in the stream"
         );
+        describe_counter!(
+            RETRIES_TOTAL,
+            "Publish sessions interrupted by a passing NATS or PostgreSQL failure and retried"
+        );
         RelayMetrics {
             published: counter!(EVENTS_PUBLISHED_TOTAL),
             lag_positions: gauge!(LAG_POSITIONS),
@@ -50,6 +58,16 @@ impl RelayMetrics {
     pub(crate) fn published(&self, position: i64) {
         self.published.increment(1);
         self.last_published.set(position as f64);
+    }
+
+    /// Counts a retried failure; only called for [`RelayError::is_retryable`] errors.
+    pub(crate) fn retry(&self, error: &RelayError) {
+        let cause = match error {
+            RelayError::Unavailable { what: "NATS", .. } => "nats",
+            RelayError::Unavailable { .. } => "event_store",
+            _ => "out_of_step",
+        };
+        counter!(RETRIES_TOTAL, "cause" => cause).increment(1);
     }
 
     pub(crate) fn last_published(&self, position: i64) {

@@ -33,7 +33,7 @@ use chrono::{DateTime, Utc};
 use eventstore::{EventStore, RecordedEvent};
 use platform::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, sleep};
 use crate::config::{FailPoint, RelayConfig};
 use crate::error::{RelayError, publish_error};
 use crate::listener::Wakeup;
@@ -83,12 +83,20 @@ impl Publisher {
             match self.session(&mut backoff).await {
                 Ok(()) => return Ok(()),
                 Err(error) if error.is_retryable() => {
+                    let delay = backoff.next_delay();
                     tracing::warn!(
                         error = %error_chain(&error),
+                        retry_in_ms = delay.as_millis() as u64,
                         "relay interrupted; resuming from the stream's last message after a pause"
                     );
+                    self.metrics.retry(&error);
+                    if error.is_stale_statement() {
+                        // Every pooled connection may hold the invalidated statement; dropping
+                        // them all makes the next use prepare it again against the new schema.
+                        self.store.pool().manager().statement_caches.clear();
+                    }
                     self.report_stalled_lag().await;
-                    if !backoff.wait(&self.shutdown).await {
+                    if !sleep(delay, &self.shutdown).await {
                         return Ok(());
                     }
                 }

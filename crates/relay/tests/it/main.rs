@@ -8,6 +8,7 @@
 //! /usr/sbin/nats-server).
 
 mod crash;
+mod database_errors;
 mod end_to_end;
 mod idle;
 mod metrics;
