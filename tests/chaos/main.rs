@@ -1,0 +1,506 @@
+//! The chaos suite (issue 9): the product as it is deployed, api, relay, projector and workflow
+//! each a `dealstream` process of its own, against a private PostgreSQL cluster and a private
+//! nats-server, under a steady mixed load of commands, while services are killed with SIGKILL,
+//! frozen with SIGSTOP for longer than the timeouts, and NATS and PostgreSQL are restarted.
+//! Once everything is back and quiet it checks the promises of SPEC sections 2 to 5 (see
+//! [`invariants`]) and prints what it did.
+//!
+//! Sizes: quick by default (one round of every fault, about two minutes in all);
+//! `DEALSTREAM_CHAOS=long` runs rounds for ten minutes (`DEALSTREAM_CHAOS_MINUTES` changes
+//! that). `DEALSTREAM_CHAOS_SEED` replays a run's choice and order of faults and commands.
+//! docs/reliability.md describes the suite and the figures of a long run.
+
+mod cluster;
+mod faults;
+mod invariants;
+mod load;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+
+use cluster::{NATS_STREAM, Nats, Postgres, RunDir, SUBJECT_PREFIX, Services, free_port};
+use faults::Injector;
+use load::Load;
+
+/// A small deterministic generator (SplitMix64): the run's seed decides its faults and commands.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut value = self.0;
+        value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        value = (value ^ (value >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        value ^ (value >> 31)
+    }
+
+    /// A number in `low..high`.
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next_u64() % (high - low)
+    }
+
+    pub fn below(&mut self, bound: usize) -> usize {
+        self.between(0, bound as u64) as usize
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for index in (1..items.len()).rev() {
+            items.swap(index, self.below(index + 1));
+        }
+    }
+}
+
+/// How big a run is.
+struct Size {
+    name: &'static str,
+    workers: u64,
+    /// Faults go on until this much time has passed, in whole rounds (at least one).
+    chaos_for: Duration,
+    /// Pause before each fault, in milliseconds.
+    gap_ms: (u64, u64),
+}
+
+impl Size {
+    fn from_env() -> Size {
+        match std::env::var("DEALSTREAM_CHAOS").as_deref() {
+            Ok("long") => {
+                let minutes = std::env::var("DEALSTREAM_CHAOS_MINUTES")
+                    .ok()
+                    .map(|minutes| {
+                        minutes
+                            .parse()
+                            .expect("DEALSTREAM_CHAOS_MINUTES is a whole number")
+                    })
+                    .unwrap_or(10);
+                Size {
+                    name: "long",
+                    workers: 8,
+                    chaos_for: Duration::from_secs(60 * minutes),
+                    gap_ms: (2_000, 6_000),
+                }
+            }
+            Ok("quick") | Err(_) => Size {
+                name: "quick",
+                workers: 6,
+                chaos_for: Duration::ZERO,
+                gap_ms: (2_000, 4_000),
+            },
+            Ok(other) => panic!("DEALSTREAM_CHAOS is `quick` or `long`, not {other:?}"),
+        }
+    }
+}
+
+/// The rules file of the run: the built-in rules with durations in seconds, so that follow-ups
+/// and reminders come due while the faults go on.
+const RULES: &str = r#"
+[[workflow.rules]]
+name = "first-contact"
+on = "OpportunityCreated"
+schedule_follow_up = { kind = "first-contact", after = "3s" }
+
+[[workflow.rules]]
+name = "contacted-on-first-touch"
+on = "ActivityLogged"
+when = { stage = ["new"], activity_kind = ["call", "email", "meeting"] }
+move_to_stage = "contacted"
+complete_follow_ups = ["first-contact"]
+
+[[workflow.rules]]
+name = "quote-sent"
+on = "ActivityLogged"
+when = { stage = ["new", "contacted"], activity_kind = ["quote_sent"] }
+move_to_stage = "quoted"
+
+[[workflow.rules]]
+name = "quote-follow-up"
+on = "StageChanged"
+when = { to_stage = ["quoted"] }
+schedule_follow_up = { kind = "quote-follow-up", after = "4s" }
+
+[[workflow.rules]]
+name = "close-cancels-follow-ups"
+on = "OpportunityClosed"
+cancel_follow_ups = "all"
+
+[workflow.reminders]
+stale_after = "8s"
+close_date_passed = true
+
+[routing]
+default_owner = "unassigned"
+
+[[routing.rules]]
+name = "emea"
+when = { country = ["DE", "FR", "GB"] }
+round_robin = ["anna", "bruno", "chloe"]
+"#;
+
+/// How long the services get, once the load has stopped, to publish, project and fire every
+/// due timer; the longest rule above (stale, 8s) comes due within it.
+const SETTLE: Duration = Duration::from_secs(10);
+/// How long the system may take to become quiet after that.
+const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn promises_hold_under_kills_freezes_and_server_restarts() {
+    let size = Size::from_env();
+    let seed = std::env::var("DEALSTREAM_CHAOS_SEED")
+        .ok()
+        .map(|seed| {
+            seed.parse()
+                .expect("DEALSTREAM_CHAOS_SEED is a whole number")
+        })
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64
+        });
+    println!(
+        "chaos: size {}, seed {seed} (DEALSTREAM_CHAOS_SEED={seed} replays it)",
+        size.name
+    );
+    let began = Instant::now();
+    let mut rng = Rng::new(seed);
+
+    // Declared first so it is dropped last: the guards below stop their processes before the
+    // directory holding their data goes.
+    let run = RunDir::create(seed);
+    let postgres = Postgres::start(&run).await;
+    let nats = Nats::start(&run).await;
+    let rules = run.path.join("rules.toml");
+    std::fs::write(&rules, RULES).expect("write the rules file");
+    let api_port = free_port();
+    let mut services = Services::new(
+        &run,
+        vec![
+            ("DATABASE_URL", postgres.url()),
+            ("NATS_URL", nats.url()),
+            ("DEALSTREAM_HTTP_ADDR", format!("127.0.0.1:{api_port}")),
+            ("DEALSTREAM_CONFIG", rules.display().to_string()),
+            ("DEALSTREAM_NATS_STREAM", NATS_STREAM.to_owned()),
+            ("DEALSTREAM_SUBJECT_PREFIX", SUBJECT_PREFIX.to_owned()),
+            ("RUST_LOG", "info,tokio_postgres=warn".to_owned()),
+        ],
+    );
+    services.start_all();
+    let services = Arc::new(Mutex::new(services));
+    let database_url = postgres.url();
+    let nats_url = nats.url();
+    let mut injector = Injector {
+        services: services.clone(),
+        nats,
+        postgres,
+        freeze: Duration::from_secs(10),
+        downtime: Duration::from_secs(1),
+        tally: faults::Tally::default(),
+    };
+    drop(services);
+
+    let load = Load::new(api_port);
+    assert!(
+        load.wait_ready(Duration::from_secs(60)).await,
+        "the api never became ready; see its log"
+    );
+    let started_in = began.elapsed();
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let stop_supervisor = Arc::new(AtomicBool::new(false));
+    let supervisor = tokio::spawn(faults::supervise(
+        Arc::downgrade(&injector.services),
+        stop_supervisor.clone(),
+    ));
+    let workers: Vec<_> = (0..size.workers)
+        .map(|index| {
+            let rng = Rng::new(seed ^ (index + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+            tokio::spawn(load::worker(load.clone(), rng, stop_load.clone()))
+        })
+        .collect();
+
+    let chaos_began = Instant::now();
+    loop {
+        for fault in faults::round(&mut rng) {
+            tokio::time::sleep(Duration::from_millis(
+                rng.between(size.gap_ms.0, size.gap_ms.1),
+            ))
+            .await;
+            let at = chaos_began.elapsed().as_secs_f64();
+            println!("chaos: {at:6.1}s {fault}");
+            injector.inject(fault).await;
+        }
+        if chaos_began.elapsed() >= size.chaos_for {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(size.gap_ms.1)).await;
+    stop_load.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.expect("a load worker panicked");
+    }
+    let chaos_lasted = chaos_began.elapsed();
+
+    tokio::time::sleep(SETTLE).await;
+    let quiet_at = wait_quiet(&database_url, &nats_url).await;
+    stop_supervisor.store(true, Ordering::Relaxed);
+    supervisor.await.expect("the supervisor panicked");
+    let (stopped_cleanly, unexpected_exits) = {
+        let mut services = injector.services.lock().await;
+        let clean = services.stop_all().await;
+        (clean, std::mem::take(&mut services.unexpected_exits))
+    };
+
+    let mut violations: Vec<(&str, Vec<String>)> = Vec::new();
+    let client = cluster::connect(&database_url).await;
+    let events = invariants::load_events(&client).await;
+    violations.push(("the log", invariants::check_log(&events)));
+    let ledger = std::mem::take(&mut *load.ledger.lock().expect("the ledger"));
+    violations.push((
+        "acknowledged commands",
+        invariants::check_acknowledged(&events, &ledger.acknowledged),
+    ));
+    violations.push((
+        "the JetStream stream",
+        invariants::check_stream(&nats_url, &events).await,
+    ));
+    violations.push((
+        "read models",
+        read_models_match_replay(&client, &injector, events.len() as i64).await,
+    ));
+    let (follow_up_violations, follow_ups) = invariants::check_follow_ups(&events, quiet_at);
+    violations.push(("follow-ups", follow_up_violations));
+    violations.push(("5xx other than 503", ledger.server_errors.clone()));
+    let mut liveness = Vec::new();
+    if ledger.abandoned > 0 {
+        liveness.push(format!(
+            "{} commands got no answer within two minutes of retries",
+            ledger.abandoned
+        ));
+    }
+    if !stopped_cleanly {
+        liveness.push("a service did not stop cleanly on SIGTERM; see its log".to_owned());
+    }
+    violations.push(("liveness", liveness));
+
+    let tally = &injector.tally;
+    let follow_up_dues = events
+        .iter()
+        .filter(|event| event.event_type == "FollowUpDue")
+        .count();
+    println!(
+        "chaos figures (size {}, seed {seed}): start-up {:.0}s, chaos {:.0}s, total {:.0}s\n  \
+         faults: {} kills {:?}, {} freezes of {:?} {:?}, {} nats-server restarts, postgres \
+         restarts {:?}\n  \
+         unexpected exits (restarted by the supervisor): {} {:?}\n  \
+         commands: {} acknowledged, {} refused, {} abandoned; {} queries; {} requests without \
+         an answer; statuses {:?}\n  \
+         events: {} stored; {} follow-ups scheduled, {} of them fired, {} reminders fired \
+         ({} FollowUpDue)",
+        size.name,
+        started_in.as_secs_f64(),
+        chaos_lasted.as_secs_f64(),
+        began.elapsed().as_secs_f64(),
+        tally.kills.values().sum::<u32>(),
+        tally.kills,
+        tally.freezes.values().sum::<u32>(),
+        injector.freeze,
+        tally.freezes,
+        tally.nats_restarts,
+        tally.postgres_restarts,
+        unexpected_exits.len(),
+        unexpected_exits,
+        ledger.acknowledged.len(),
+        ledger.refused.len(),
+        ledger.abandoned,
+        ledger.queries,
+        ledger.transport_errors,
+        ledger.statuses,
+        events.len(),
+        follow_ups.scheduled,
+        follow_ups.fired,
+        follow_ups.reminders_fired,
+        follow_up_dues,
+    );
+    for refusal in ledger.refused.iter().take(10) {
+        println!("  refused: {refusal}");
+    }
+
+    let failed: Vec<String> = violations
+        .iter()
+        .filter(|(_, found)| !found.is_empty())
+        .map(|(what, found)| {
+            let listed: Vec<&str> = found.iter().take(20).map(String::as_str).collect();
+            format!(
+                "{what}: {} violation(s)\n    {}",
+                found.len(),
+                listed.join("\n    ")
+            )
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "chaos run (seed {seed}) broke promises:\n  {}",
+        failed.join("\n  ")
+    );
+    assert!(
+        ledger.acknowledged.len() >= 200 && tally.faults() >= 9,
+        "the run was too small to prove anything: {} commands, {} faults",
+        ledger.acknowledged.len(),
+        tally.faults()
+    );
+}
+
+/// Waits until the store has stopped growing, the relay has published all of it, both
+/// projections have applied all of it and no timer is past due; answers the database's clock
+/// at that moment. Fails the run when that takes longer than [`QUIET_TIMEOUT`].
+async fn wait_quiet(database_url: &str, nats_url: &str) -> DateTime<Utc> {
+    let deadline = Instant::now() + QUIET_TIMEOUT;
+    let mut last = None;
+    let mut stable_polls = 0;
+    loop {
+        let state = quiet_state(database_url, nats_url).await;
+        match &state {
+            Ok((_, figures)) if figures.is_quiet() && last.as_ref() == Some(figures) => {
+                stable_polls += 1;
+            }
+            _ => stable_polls = 0,
+        }
+        if stable_polls >= 3
+            && let Ok((now, _)) = state
+        {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the system did not become quiet within {QUIET_TIMEOUT:?}: {state:?}"
+        );
+        last = state.ok().map(|(_, figures)| figures);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Progress {
+    head: i64,
+    published: u64,
+    checkpoints: Vec<(String, i64)>,
+    timers_past_due: i64,
+}
+
+impl Progress {
+    fn is_quiet(&self) -> bool {
+        self.published == self.head as u64
+            && self.checkpoints.len() == 2
+            && self
+                .checkpoints
+                .iter()
+                .all(|(_, position)| *position == self.head)
+            && self.timers_past_due == 0
+    }
+}
+
+async fn quiet_state(
+    database_url: &str,
+    nats_url: &str,
+) -> Result<(DateTime<Utc>, Progress), String> {
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .map_err(|error| error.to_string())?;
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "select coalesce((select max(position) from events), 0), now(), \
+             (select count(*) from workflow_timers where fired_at is null and due_at <= now())",
+            &[],
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+    let checkpoints = client
+        .query(
+            "select projection, position from projection_checkpoints order by projection",
+            &[],
+        )
+        .await
+        .map_err(|error| error.to_string())?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let nats = async_nats::connect(nats_url)
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut stream = async_nats::jetstream::new(nats)
+        .get_stream(NATS_STREAM)
+        .await
+        .map_err(|error| error.to_string())?;
+    let published = stream
+        .info()
+        .await
+        .map_err(|error| error.to_string())?
+        .state
+        .last_sequence;
+    Ok((
+        row.get(1),
+        Progress {
+            head: row.get(0),
+            published,
+            checkpoints,
+            timers_past_due: row.get(2),
+        },
+    ))
+}
+
+/// Both read models equal a fresh replay: the live tables, as the projector left them, against
+/// the tables `dealstream projections rebuild` builds from the store (the services are stopped,
+/// so nothing moves in between).
+async fn read_models_match_replay(
+    client: &tokio_postgres::Client,
+    injector: &Injector,
+    head: i64,
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    for row in client
+        .query(
+            "select projection, position from projection_checkpoints",
+            &[],
+        )
+        .await
+        .expect("read the checkpoints")
+    {
+        let (projection, position): (String, i64) = (row.get(0), row.get(1));
+        if position != head {
+            violations.push(format!(
+                "{projection} stands at position {position} of {head}"
+            ));
+        }
+    }
+    let live = invariants::snapshot_read_models(client).await;
+    for projection in ["pipeline", "forecast"] {
+        let output = injector
+            .services
+            .lock()
+            .await
+            .one_off(&["projections", "rebuild", projection])
+            .output()
+            .await
+            .expect("run dealstream projections rebuild");
+        assert!(
+            output.status.success(),
+            "dealstream projections rebuild {projection} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let replayed = invariants::snapshot_read_models(client).await;
+    violations.extend(invariants::compare_read_models(&live, &replayed));
+    violations
+}
