@@ -256,10 +256,31 @@ struct PlannedEvent<'a> {
 }
 
 /// Serializes every append transaction of the schema, in every process, until commit.
-const LOCK_SQL: &str = "select pg_advisory_xact_lock(hashtext(current_schema() || '.append'))";
-const HEAD_SQL: &str = "select coalesce(max(position), 0)::bigint, clock_timestamp() from events";
-const VERSIONS_SQL: &str = "select stream_id, max(stream_version)::bigint from events \
-                            where stream_id = any($1::text[]) group by stream_id";
+///
+/// The two timeouts, set for this transaction only and in the same round trip, keep a writer
+/// that froze while holding the lock (a stopped process, a cut network) from stopping every
+/// other writer: the others give up waiting after `lock_timeout` and answer Unavailable, and the
+/// server ends the frozen session after `idle_in_transaction_session_timeout`, which releases
+/// the lock. An append never waits on anything but the server between its statements, so only
+/// a frozen or cut-off writer is ever idle that long.
+const LOCK_SQL: &str = "set local lock_timeout = '5s'; \
+    set local idle_in_transaction_session_timeout = '5s'; \
+    select pg_advisory_xact_lock(hashtext(current_schema() || '.append'))";
+/// The last event by the primary key (one index entry, whatever the store's size), and the time
+/// for this batch: never before the last event's, even if the server's clock stepped back, so
+/// that "the store as of T" stays a prefix of the log.
+const HEAD_SQL: &str = "select coalesce(last.position, 0)::bigint, \
+        greatest(clock_timestamp(), last.recorded_at) \
+    from (select 1) as one \
+    left join lateral (select position, recorded_at from events order by position desc limit 1) \
+        as last on true";
+/// Each stream's head by a backward scan of the (stream_id, stream_version) index: one entry per
+/// stream, so a command costs the same on a stream's thousandth event as on its first.
+const VERSIONS_SQL: &str = "select input.stream_id, head.stream_version \
+    from unnest($1::text[]) as input(stream_id) \
+    cross join lateral (select stream_version from events \
+        where events.stream_id = input.stream_id \
+        order by stream_version desc limit 1) as head";
 const KNOWN_COMMANDS_SQL: &str = "select command_id, fingerprint, outcome from commands \
                                   where command_id = any($1::uuid[])";
 /// One statement for the whole batch, whatever its size: arrays have no parameter limit.
@@ -296,7 +317,7 @@ async fn transaction(
     let prepare = async |sql: &str| transaction.prepare_cached(sql).await.map_err(classify);
 
     transaction
-        .execute(&prepare(LOCK_SQL).await?, &[])
+        .batch_execute(LOCK_SQL)
         .await
         .map_err(classify)?;
     // The head and the clock are read once, under the lock: positions continue from the head

@@ -88,12 +88,16 @@ pub(crate) fn is_connectivity(error: &tokio_postgres::Error) -> bool {
     if let Some(db_error) = error.as_db_error() {
         let code = db_error.code().code();
         // Class 08 is "connection exception"; 57P0x are shutdowns and "cannot connect now";
-        // 53300 is too_many_connections. 40001/40P01 (serialization failure, deadlock) are not
-        // connectivity but are equally worth retrying, so they are classified with them.
+        // class 53 is insufficient resources (disk full, out of memory, too many connections).
+        // The others are not connectivity but are equally worth retrying, so they are classified
+        // with them: 40001/40P01 (serialization failure, deadlock), 55P03 (lock_timeout, which
+        // is how an append answers while a frozen writer holds the append lock), 57014 (a
+        // statement_timeout or cancel) and 25P03 (the server ended an idle transaction).
         return code.starts_with("08")
+            || code.starts_with("53")
             || matches!(
                 code,
-                "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+                "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03" | "57014" | "25P03"
             );
     }
     // tokio-postgres keeps its error kinds private. A failure with an I/O error underneath is a

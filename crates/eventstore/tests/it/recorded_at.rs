@@ -87,3 +87,39 @@ async fn the_envelope_has_the_spec_field_names_and_microsecond_timestamps() {
     let back: eventstore::RecordedEvent = serde_json::from_value(envelope).expect("deserialize");
     assert_eq!(back, recorded);
 }
+
+#[tokio::test]
+async fn recorded_at_does_not_go_back_when_the_database_clock_steps_back() {
+    let database = TestDb::new().await;
+    let store = database.store();
+    let stream = new_stream("lead");
+    store
+        .append(single(&stream, ExpectedVersion::NoStream, events(1)))
+        .await
+        .expect("append");
+    // An event recorded an hour ahead stands for a clock that has since stepped back an hour.
+    let client = database.connect().await;
+    client
+        .batch_execute(&format!(
+            "insert into events (position, event_id, stream_id, stream_version, event_type, \
+                 schema_version, recorded_at, data, metadata) \
+             select position + 1, gen_random_uuid(), '{stream}', stream_version + 1, 'Tested', 1, \
+                 clock_timestamp() + interval '1 hour', '{{}}', '{{}}' \
+             from events order by position desc limit 1"
+        ))
+        .await
+        .expect("insert an event from the future");
+    store
+        .append(single(&stream, ExpectedVersion::Exact(2), events(1)))
+        .await
+        .expect("append after the clock step");
+
+    let log = store.read_all(0, 10, None).await.expect("read_all");
+    assert_eq!(log.len(), 3);
+    assert!(
+        log[2].recorded_at >= log[1].recorded_at,
+        "recorded_at went back from {} to {}",
+        log[1].recorded_at,
+        log[2].recorded_at
+    );
+}
