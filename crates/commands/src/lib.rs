@@ -13,7 +13,6 @@
 mod error;
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -26,6 +25,7 @@ use domain::values::{LeadId, OpportunityId, Owner, PipelineSlug, StageName};
 use eventstore::{
     AppendError, AppendOutcome, AppendRequest, EventStore, ExpectedVersion, NewEvent, StreamAppend,
 };
+use lru::LruCache;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use uuid::Uuid;
@@ -153,49 +153,176 @@ pub struct CommandHandler {
     states: Arc<StateCache>,
 }
 
-/// How many folded streams a handler keeps. Past it the cache starts over: crude, but bounded,
-/// and a miss only costs one full read.
-const CACHED_STREAMS: usize = 10_000;
+/// How much memory the folded states of one handler may take. A stream evicted from it costs one
+/// full read of the stream the next time a command touches it.
+const CACHE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 
-/// Folded states by stream id, with the version each was folded to. Streams are append-only, so a
-/// cached state is never wrong, only possibly behind: loading reads the events after its version
-/// and folds them in. That keeps a busy deal's command from reading and decoding its whole history
-/// every time, which is where most of a command's time went (docs/performance.md).
-#[derive(Default)]
+/// Folded states by stream id, with the version each was folded to, least recently used first
+/// out once the budget is spent. Streams are append-only, so a cached state is never wrong, only
+/// possibly behind: loading reads the events after its version and folds them in. That keeps a
+/// busy deal's command from reading and decoding its whole history every time, which is where
+/// most of a command's time went (docs/performance.md). The one exception is a store that went
+/// back in time (restored from a backup, failed over to a replica that lagged): the append's
+/// conflict then reports a version below the cached one, and the entry is dropped.
 struct StateCache {
-    entries: std::sync::Mutex<HashMap<String, CachedState>>,
+    entries: std::sync::Mutex<CacheEntries>,
 }
 
-/// A folded state of some decider, and the stream version it was folded to.
-type CachedState = (Box<dyn Any + Send + Sync>, i64);
+struct CacheEntries {
+    states: LruCache<String, CachedState>,
+    /// The sum of the entries' footprints; kept at or under [`CACHE_BUDGET_BYTES`].
+    bytes: usize,
+}
+
+struct CachedState {
+    state: Box<dyn Any + Send + Sync>,
+    version: i64,
+    footprint: usize,
+}
+
+impl Default for StateCache {
+    fn default() -> Self {
+        StateCache {
+            entries: std::sync::Mutex::new(CacheEntries {
+                states: LruCache::unbounded(),
+                bytes: 0,
+            }),
+        }
+    }
+}
 
 impl StateCache {
-    fn get<S: Clone + 'static>(&self, stream_id: &str) -> Option<(S, i64)> {
-        let entries = self
-            .entries
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheEntries> {
+        // The entries stay consistent whatever a panicking holder did: every update below
+        // completes before anything that could panic.
+        self.entries
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (state, version) = entries.get(stream_id)?;
-        state
-            .downcast_ref::<S>()
-            .map(|state| (state.clone(), *version))
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn put<S: Send + Sync + 'static>(&self, stream_id: &str, state: S, version: i64) {
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let newer = entries
-            .get(stream_id)
-            .is_none_or(|(_, cached)| *cached < version);
-        if !newer {
+    fn get<S: Clone + 'static>(&self, stream_id: &str) -> Option<(S, i64)> {
+        let mut entries = self.lock();
+        let cached = entries.states.get(stream_id)?;
+        cached
+            .state
+            .downcast_ref::<S>()
+            .map(|state| (state.clone(), cached.version))
+    }
+
+    fn put<S: Footprint + Send + Sync + 'static>(&self, stream_id: &str, state: S, version: i64) {
+        let footprint = stream_id.len() + std::mem::size_of::<CachedState>() + state.footprint();
+        let mut entries = self.lock();
+        if entries
+            .states
+            .peek(stream_id)
+            .is_some_and(|cached| cached.version >= version)
+        {
             return;
         }
-        if entries.len() >= CACHED_STREAMS {
-            entries.clear();
+        let replaced = entries.states.push(
+            stream_id.to_owned(),
+            CachedState {
+                state: Box::new(state),
+                version,
+                footprint,
+            },
+        );
+        entries.bytes += footprint;
+        if let Some((_, replaced)) = replaced {
+            entries.bytes -= replaced.footprint;
         }
-        entries.insert(stream_id.to_owned(), (Box::new(state), version));
+        while entries.bytes > CACHE_BUDGET_BYTES {
+            let Some((_, evicted)) = entries.states.pop_lru() else {
+                break;
+            };
+            entries.bytes -= evicted.footprint;
+        }
+    }
+
+    /// Drops the stream's entry if it is ahead of the store's `version`.
+    fn forget_if_ahead(&self, stream_id: &str, version: i64) {
+        let mut entries = self.lock();
+        if entries
+            .states
+            .peek(stream_id)
+            .is_some_and(|cached| cached.version > version)
+        {
+            if let Some(dropped) = entries.states.pop(stream_id) {
+                entries.bytes -= dropped.footprint;
+            }
+            tracing::warn!(
+                stream_id,
+                store_version = version,
+                "the store is behind this process's cached state (restored or failed over?): \
+                 dropped the cached state"
+            );
+        }
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+/// Roughly how many bytes a folded state holds, so that the cache is bounded in memory rather
+/// than in entries: a deal with hundreds of follow-ups weighs more than a fresh lead.
+pub trait Footprint {
+    fn footprint(&self) -> usize;
+}
+
+impl Footprint for Option<Lead> {
+    fn footprint(&self) -> usize {
+        let Some(lead) = self else { return 0 };
+        let profile = &lead.profile;
+        std::mem::size_of::<Lead>()
+            + profile.name.as_str().len()
+            + profile
+                .company
+                .as_ref()
+                .map_or(0, |text| text.as_str().len())
+            + profile
+                .email
+                .as_ref()
+                .map_or(0, |email| email.as_str().len())
+            + profile
+                .source
+                .as_ref()
+                .map_or(0, |text| text.as_str().len())
+            + lead
+                .disqualification_reason
+                .as_ref()
+                .map_or(0, |text| text.as_str().len())
+    }
+}
+
+impl Footprint for Option<Opportunity> {
+    fn footprint(&self) -> usize {
+        let Some(deal) = self else { return 0 };
+        std::mem::size_of::<Opportunity>()
+            + deal.name.as_str().len()
+            + deal.close_reason.as_ref().map_or(0, |text| text.as_str().len())
+            + deal
+                .follow_ups
+                .values()
+                .map(|follow_up| {
+                    std::mem::size_of::<(domain::values::FollowUpId, domain::opportunity::FollowUp)>()
+                        + follow_up.kind.as_str().len()
+                })
+                .sum::<usize>()
+    }
+}
+
+impl Footprint for Option<PipelineDefinition> {
+    fn footprint(&self) -> usize {
+        let Some(definition) = self else { return 0 };
+        std::mem::size_of::<PipelineDefinition>()
+            + definition.name.as_str().len()
+            + definition
+                .stages
+                .iter()
+                .map(|stage| std::mem::size_of_val(stage) + stage.name.as_str().len())
+                .sum::<usize>()
     }
 }
 
@@ -304,10 +431,13 @@ impl CommandHandler {
         let opportunity_stream = opportunity_id.stream_id();
         let definition = self.pipeline_definition(&draft.pipeline).await?;
         for attempt in 1..=MAX_ATTEMPTS {
+            // Looked up after loading, never before: a first attempt of this command that
+            // commits in between would otherwise be in the loaded state but not in the lookup,
+            // and deciding again on that state refuses the repeat instead of answering it.
+            let lead = self.load::<LeadDecider>(&lead_stream).await?;
             if let Some(result) = self.earlier_answer(context).await? {
                 return Ok(result);
             }
-            let lead = self.load::<LeadDecider>(&lead_stream).await?;
             check_if_match(context, &lead_stream, lead.version)?;
             let lead_events = LeadDecider::decide(
                 &LeadCommand::Qualify {
@@ -447,16 +577,13 @@ impl CommandHandler {
     ) -> Result<CommandResult, CommandError>
     where
         D: Decider,
-        D::State: Send + Sync + 'static,
+        D::State: Footprint + Send + Sync + 'static,
         D::Event: Serialize + DeserializeOwned,
         CommandError: From<D::Error>,
     {
         let mut attempts = 0;
         let mut trust_cache = true;
         loop {
-            if let Some(result) = self.earlier_answer(context).await? {
-                return Ok(result);
-            }
             let cached = trust_cache
                 .then(|| self.states.get::<D::State>(stream_id))
                 .flatten();
@@ -468,6 +595,10 @@ impl CommandHandler {
                     self.load::<D>(stream_id).await?
                 }
             };
+            // After loading, never before: see `qualify_lead`.
+            if let Some(result) = self.earlier_answer(context).await? {
+                return Ok(result);
+            }
             let decided = check_if_match(context, stream_id, loaded.version)
                 .and_then(|()| D::decide(command, &loaded.state).map_err(CommandError::from));
             let events = match decided {
@@ -533,11 +664,14 @@ impl CommandHandler {
                     stream_id,
                     expected,
                     actual,
-                } => CommandError::Conflict {
-                    stream_id,
-                    expected: expected_number(&expected),
-                    actual,
-                },
+                } => {
+                    self.states.forget_if_ahead(&stream_id, actual);
+                    CommandError::Conflict {
+                        stream_id,
+                        expected: expected_number(&expected),
+                        actual,
+                    }
+                }
                 AppendError::FingerprintMismatch { .. } => CommandError::IdempotencyKeyReused,
                 unavailable @ AppendError::Unavailable(_) => {
                     CommandError::Unavailable(Box::new(unavailable))
@@ -549,7 +683,7 @@ impl CommandHandler {
     async fn load<D>(&self, stream_id: &str) -> Result<Loaded<D::State>, CommandError>
     where
         D: Decider,
-        D::State: Send + Sync + 'static,
+        D::State: Footprint + Send + Sync + 'static,
         D::Event: DeserializeOwned,
     {
         let (mut state, mut version) = self
@@ -663,5 +797,56 @@ fn answer(outcome: &AppendOutcome) -> CommandResult {
         version: outcome.streams.first().map_or(0, |stream| stream.version),
         position: outcome.position,
         opportunity_id: entity(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Blob(usize);
+
+    impl Footprint for Blob {
+        fn footprint(&self) -> usize {
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_state_cache_stays_within_its_byte_budget_evicting_the_least_recently_used() {
+        let cache = StateCache::default();
+        let quarter = CACHE_BUDGET_BYTES / 4;
+        for stream in ["a", "b", "c"] {
+            cache.put(stream, Blob(quarter), 1);
+        }
+        assert!(
+            cache.get::<Blob>("a").is_some(),
+            "touching a makes b the oldest"
+        );
+        cache.put("d", Blob(quarter), 1);
+        assert!(cache.bytes() <= CACHE_BUDGET_BYTES);
+        assert!(
+            cache.get::<Blob>("b").is_none(),
+            "b was least recently used"
+        );
+        for stream in ["a", "c", "d"] {
+            assert!(cache.get::<Blob>(stream).is_some(), "{stream} was evicted");
+        }
+
+        cache.put("a", Blob(quarter * 3), 2);
+        assert!(cache.bytes() <= CACHE_BUDGET_BYTES);
+        assert_eq!(cache.get::<Blob>("a").map(|(_, version)| version), Some(2));
+    }
+
+    #[test]
+    fn a_cached_state_ahead_of_the_store_is_forgotten_one_at_or_behind_it_kept() {
+        let cache = StateCache::default();
+        cache.put("deal", Blob(10), 5);
+        cache.forget_if_ahead("deal", 5);
+        assert!(cache.get::<Blob>("deal").is_some());
+        cache.forget_if_ahead("deal", 3);
+        assert!(cache.get::<Blob>("deal").is_none());
+        assert_eq!(cache.bytes(), 0);
     }
 }
