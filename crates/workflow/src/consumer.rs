@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use commands::{CommandContext, CommandError, OpportunityRequest};
-use domain::codec;
+use domain::codec::{self, DecodeError};
 use domain::lead::LeadEvent;
 use domain::opportunity::{OpportunityCommand, OpportunityEvent};
 use domain::values::{LeadId, OpportunityId, Text};
@@ -30,6 +30,9 @@ use crate::{Shared, metrics_names};
 pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How long a message that failed for a passing reason waits before it is redelivered.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long a message this build cannot read yet waits before it is redelivered: an upgrade
+/// takes minutes, and meanwhile the message should not keep an instance busy.
+const UPGRADE_DELAY: Duration = Duration::from_secs(30);
 
 /// Why handling one message failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,10 @@ enum Failure {
     /// Worth redelivering: the store, the database or NATS was unavailable, or a race was lost.
     #[error("transient: {0}")]
     Transient(String),
+    /// The event, or one before it in the deal's stream, has a schema version newer than this
+    /// build knows (a rolling upgrade): redelivered until an upgraded instance handles it.
+    #[error("awaiting an upgrade: {0}")]
+    AwaitingUpgrade(String),
     /// Redelivering cannot help (an unreadable event); logged and acknowledged.
     #[error("permanent: {0}")]
     Permanent(String),
@@ -51,10 +58,20 @@ impl From<StoreError> for Failure {
 impl From<CommandError> for Failure {
     fn from(error: CommandError) -> Failure {
         match error {
-            CommandError::Corrupt(_) | CommandError::IdempotencyKeyReused => {
-                Failure::Permanent(error_chain(&error))
-            }
+            // The handler cannot tell a newer schema version from a damaged event; only the
+            // first can be fixed, by an upgrade, and waiting costs little in the second case.
+            CommandError::Corrupt(_) => Failure::AwaitingUpgrade(error_chain(&error)),
+            CommandError::IdempotencyKeyReused => Failure::Permanent(error_chain(&error)),
             _ => Failure::Transient(error_chain(&error)),
+        }
+    }
+}
+
+impl From<DecodeError> for Failure {
+    fn from(error: DecodeError) -> Failure {
+        match error {
+            DecodeError::UnknownSchemaVersion { .. } => Failure::AwaitingUpgrade(error.to_string()),
+            DecodeError::Malformed { .. } => Failure::Permanent(error.to_string()),
         }
     }
 }
@@ -119,6 +136,10 @@ async fn handle_message(shared: &Shared, message: jetstream::Message) {
         Err(Failure::Transient(reason)) => {
             tracing::warn!(subject = %message.subject, %reason, "reaction failed, will be redelivered");
             AckKind::Nak(Some(RETRY_DELAY))
+        }
+        Err(Failure::AwaitingUpgrade(reason)) => {
+            tracing::error!(subject = %message.subject, %reason, "event unreadable by this build, waiting for an upgrade");
+            AckKind::Nak(Some(UPGRADE_DELAY))
         }
         Err(Failure::Permanent(reason)) => {
             tracing::error!(subject = %message.subject, %reason, "reaction impossible, skipping the event");
@@ -219,10 +240,13 @@ async fn load_deal(
             stored.data.clone(),
         )
         .map_err(|error| {
-            Failure::Permanent(format!(
-                "{} version {}: {error}",
-                stored.stream_id, stored.stream_version
-            ))
+            let place = format!("{} version {}", stored.stream_id, stored.stream_version);
+            match Failure::from(error) {
+                Failure::AwaitingUpgrade(reason) => {
+                    Failure::AwaitingUpgrade(format!("{place}: {reason}"))
+                }
+                other => Failure::Permanent(format!("{place}: {other}")),
+            }
         })?;
         decoded.push((stored.recorded_at, stored.stream_version, event));
     }
@@ -238,8 +262,7 @@ async fn handle_deal_event(
     correlation_id: Uuid,
 ) -> Result<(), Failure> {
     let decoded: OpportunityEvent =
-        codec::decode(&event.event_type, event.schema_version, event.data.clone())
-            .map_err(|error| Failure::Permanent(error.to_string()))?;
+        codec::decode(&event.event_type, event.schema_version, event.data.clone())?;
     let Some((view, version)) = load_deal(shared, deal_id).await? else {
         // The published event is committed, so its stream cannot be empty; a deal whose first
         // event is not OpportunityCreated has nothing to react to.
@@ -341,8 +364,7 @@ async fn route_lead(
     correlation_id: Uuid,
 ) -> Result<(), Failure> {
     let LeadEvent::LeadCaptured(profile) =
-        codec::decode(&event.event_type, event.schema_version, event.data.clone())
-            .map_err(|error| Failure::Permanent(error.to_string()))?
+        codec::decode(&event.event_type, event.schema_version, event.data.clone())?
     else {
         return Ok(());
     };

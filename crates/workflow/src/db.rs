@@ -20,6 +20,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "timer_failure",
         sql: include_str!("../migrations/0002_timer_failure.sql"),
     },
+    Migration {
+        version: 3,
+        name: "timer_retry",
+        sql: include_str!("../migrations/0003_timer_retry.sql"),
+    },
 ];
 
 /// Creates or updates the workflow's tables. Idempotent and safe when several processes start at
@@ -124,16 +129,31 @@ pub struct DueTimer {
     pub causation_id: Option<Uuid>,
 }
 
-/// The earliest due time of an unfired timer.
-pub async fn next_due(pool: &Pool) -> Result<Option<DateTime<Utc>>, StoreError> {
+/// When the unfired timers can next be claimed, as seen at some instant `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextDue {
+    /// Some timer is due at `now` and still unfired. Right after a claim that took nothing, such
+    /// timers are held by another instance's claim.
+    pub overdue: bool,
+    /// The earliest time after `now` at which a timer falls due (or may be retried).
+    pub later: Option<DateTime<Utc>>,
+}
+
+/// When the unfired timers fall due, relative to `now`.
+pub async fn next_due(pool: &Pool, now: DateTime<Utc>) -> Result<NextDue, StoreError> {
     let client = pool.get().await?;
     let row = client
         .query_one(
-            "select min(due_at) from workflow_timers where fired_at is null",
-            &[],
+            "select bool_or(at <= $1), min(at) filter (where at > $1)
+             from (select coalesce(retry_at, due_at) as at from workflow_timers
+                   where fired_at is null) as pending",
+            &[&now],
         )
         .await?;
-    Ok(row.try_get(0)?)
+    Ok(NextDue {
+        overdue: row.try_get::<_, Option<bool>>(0)?.unwrap_or(false),
+        later: row.try_get(1)?,
+    })
 }
 
 pub async fn pending_count(pool: &Pool) -> Result<i64, StoreError> {
@@ -152,24 +172,29 @@ pub async fn pending_count(pool: &Pool) -> Result<i64, StoreError> {
 pub enum TimerOutcome {
     /// `FollowUpDue` is recorded (now or by an earlier attempt).
     Fired,
-    /// Done with, without firing: the deal refused it or firing can never succeed. Recorded in
-    /// the timer's `failure` column, so it no longer blocks the timers due after it.
+    /// Done with, without firing: the deal can never accept it. Recorded in the timer's
+    /// `failure` column, so it no longer blocks the timers due after it.
     GivenUp(String),
-    /// Failed for a passing reason (the store was unavailable): stays pending for a later claim.
-    Retry,
+    /// Failed for a reason that can pass: stays pending, and is claimed again after a backoff
+    /// that grows with its failed attempts.
+    Retry(String),
 }
 
+/// The first retry waits this long; each further failure doubles it, up to [`RETRY_MAX_SECONDS`].
+const RETRY_MIN_SECONDS: f64 = 1.0;
+/// The longest wait between two attempts: how late a timer fires once its failure has passed.
+const RETRY_MAX_SECONDS: f64 = 300.0;
+
 /// Claims up to `limit` timers due at `now`, lets `fire` handle them while the claim is held, and
-/// marks the ones it reports as fired or given up in the same transaction. Another instance skips
-/// the claimed rows instead of waiting; a crash before commit releases them to be fired again,
-/// which the deterministic command id makes harmless. Returns how many were claimed and how many
-/// of those are done with (fired or given up).
+/// records what became of each in the same transaction. Another instance skips the claimed rows
+/// instead of waiting; a crash before commit releases them to be fired again, which the
+/// deterministic command id makes harmless. Returns how many were claimed.
 pub async fn fire_due<F, Fut>(
     pool: &Pool,
     now: DateTime<Utc>,
     limit: i64,
     fire: F,
-) -> Result<(usize, usize), StoreError>
+) -> Result<usize, StoreError>
 where
     F: FnOnce(Vec<DueTimer>) -> Fut,
     Fut: std::future::Future<Output = Vec<(Uuid, TimerOutcome)>>,
@@ -180,8 +205,8 @@ where
         .query(
             "select timer_id, opportunity_id, kind, rule, due_at, correlation_id, causation_id
              from workflow_timers
-             where fired_at is null and due_at <= $1
-             order by due_at
+             where fired_at is null and coalesce(retry_at, due_at) <= $1
+             order by coalesce(retry_at, due_at)
              limit $2
              for update skip locked",
             &[&now, &limit],
@@ -203,27 +228,58 @@ where
         .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
     let count = claimed.len();
     if count == 0 {
-        return Ok((0, 0));
+        return Ok(0);
     }
-    let (done, failures): (Vec<Uuid>, Vec<Option<String>>) = fire(claimed)
-        .await
-        .into_iter()
-        .filter_map(|(timer_id, outcome)| match outcome {
-            TimerOutcome::Fired => Some((timer_id, None)),
-            TimerOutcome::GivenUp(reason) => Some((timer_id, Some(reason))),
-            TimerOutcome::Retry => None,
-        })
-        .unzip();
+    let mut done = Vec::new();
+    let mut done_failures: Vec<Option<String>> = Vec::new();
+    let mut retried = Vec::new();
+    let mut retry_failures = Vec::new();
+    for (timer_id, outcome) in fire(claimed).await {
+        match outcome {
+            TimerOutcome::Fired => {
+                done.push(timer_id);
+                done_failures.push(None);
+            }
+            TimerOutcome::GivenUp(reason) => {
+                done.push(timer_id);
+                done_failures.push(Some(reason));
+            }
+            TimerOutcome::Retry(reason) => {
+                retried.push(timer_id);
+                retry_failures.push(reason);
+            }
+        }
+    }
     transaction
         .execute(
             "update workflow_timers as timer set fired_at = $3, failure = done.failure
              from unnest($1::uuid[], $2::text[]) as done (timer_id, failure)
              where timer.timer_id = done.timer_id",
-            &[&done, &failures, &now],
+            &[&done, &done_failures, &now],
+        )
+        .await?;
+    // The exponent is capped before `power` so that the interval cannot overflow, however many
+    // attempts a timer has behind it.
+    transaction
+        .execute(
+            "update workflow_timers as timer
+             set attempts = timer.attempts + 1,
+                 failure = retry.failure,
+                 retry_at = $3::timestamptz + make_interval(secs => least(
+                     $4::float8 * power(2, least(timer.attempts, 30)), $5::float8))
+             from unnest($1::uuid[], $2::text[]) as retry (timer_id, failure)
+             where timer.timer_id = retry.timer_id",
+            &[
+                &retried,
+                &retry_failures,
+                &now,
+                &RETRY_MIN_SECONDS,
+                &RETRY_MAX_SECONDS,
+            ],
         )
         .await?;
     transaction.commit().await?;
-    Ok((count, done.len()))
+    Ok(count)
 }
 
 /// The owner a lead was given, taking the rule's next round-robin turn unless the lead already

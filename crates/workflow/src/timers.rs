@@ -4,7 +4,9 @@
 //! There is no periodic scan. The loop wakes when the clock reaches the earliest due time, when
 //! this instance plans a timer (it may be sooner than the current sleep), or, as a safety net for
 //! timers planned by another instance, after [`FALLBACK_WAKE`]. After downtime the first pass
-//! finds everything overdue and fires it: late rather than never.
+//! finds everything overdue and fires it: late rather than never. A timer whose firing fails for
+//! a reason that can pass waits for its own retry time (`db::fire_due`), so it neither blocks
+//! the others nor keeps the loop busy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,10 @@ const FIRE_CONCURRENCY: usize = 16;
 pub(crate) const FALLBACK_WAKE: Duration = Duration::from_secs(30);
 /// Pause after a passing failure (database or store unavailable).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long to wait before looking again at due timers that another instance's claim holds.
+/// That instance normally fires them within this time; if it died, its claim is released and
+/// this one takes them over this much later.
+const HELD_BACKOFF: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
@@ -40,19 +46,10 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         changed.as_mut().enable();
 
         let now = shared.clock.now();
-        match fire_batch(&shared, now).await {
-            // Some stayed pending because the store was unavailable: give it a moment before
-            // retrying. (Timers that can never fire are given up on, so they cannot keep the
-            // loop here.)
-            Ok((claimed, done)) if done < claimed => {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(RETRY_DELAY) => continue,
-                }
-            }
+        let claimed = match fire_batch(&shared, now).await {
             // A full batch means more may be due: claim again at once.
-            Ok((claimed, _)) if claimed as i64 >= CLAIM_BATCH => continue,
-            Ok(_) => {}
+            Ok(claimed) if claimed as i64 >= CLAIM_BATCH => continue,
+            Ok(claimed) => claimed,
             Err(error) => {
                 tracing::warn!(error = %error_chain(&error), "firing timers failed, retrying");
                 tokio::select! {
@@ -60,8 +57,8 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                     () = tokio::time::sleep(RETRY_DELAY) => continue,
                 }
             }
-        }
-        let next = match db::next_due(&shared.pool).await {
+        };
+        let next = match db::next_due(&shared.pool, now).await {
             Ok(next) => next,
             Err(error) => {
                 tracing::warn!(error = %error_chain(&error), "reading the next timer failed");
@@ -74,28 +71,43 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         if let Ok(pending) = db::pending_count(&shared.pool).await {
             metrics::gauge!(metrics_names::TIMERS_PENDING).set(pending as f64);
         }
+        // Due timers left after a claim that took some may have fallen due meanwhile: claim
+        // again. After a claim that took none, they are held by another instance: sleeping
+        // until their (past) due time would spin, so wait for the next one this instance can
+        // take, or a short while in case the holder dies.
+        if next.overdue && claimed > 0 {
+            continue;
+        }
+        let held = next.overdue;
         let until_due = async {
-            match next {
+            match next.later {
                 Some(due_at) => shared.clock.sleep_until(due_at).await,
                 None => std::future::pending().await,
+            }
+        };
+        let held_backoff = async {
+            if held {
+                tokio::time::sleep(HELD_BACKOFF).await;
+            } else {
+                std::future::pending().await
             }
         };
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = until_due => {}
+            () = held_backoff => {}
             () = &mut changed => {}
             () = tokio::time::sleep(FALLBACK_WAKE) => {}
         }
     }
 }
 
-/// Claims and fires one batch; returns how many timers were claimed and how many of them are
-/// done with (fired or given up).
+/// Claims and fires one batch; returns how many timers were claimed.
 async fn fire_batch(
     shared: &Shared,
     now: chrono::DateTime<Utc>,
-) -> Result<(usize, usize), eventstore::StoreError> {
-    let (claimed, done) = db::fire_due(&shared.pool, now, CLAIM_BATCH, |timers| async move {
+) -> Result<usize, eventstore::StoreError> {
+    let claimed = db::fire_due(&shared.pool, now, CLAIM_BATCH, |timers| async move {
         futures::stream::iter(timers)
             .map(|timer| async move { (timer.timer_id, fire_one(shared, &timer, now).await) })
             .buffer_unordered(FIRE_CONCURRENCY)
@@ -104,14 +116,15 @@ async fn fire_batch(
     })
     .await?;
     if claimed > 0 {
-        tracing::debug!(claimed, done, "timers fired");
+        tracing::debug!(claimed, "timers claimed");
     }
-    Ok((claimed, done))
+    Ok(claimed)
 }
 
-/// Sends one timer's `FireFollowUp` and says what became of the timer: only a passing failure
-/// leaves it pending. Anything retrying cannot fix is given up on, or the timer would be claimed
-/// first again and again and, with a batch's worth of them, starve every timer due later.
+/// Sends one timer's `FireFollowUp` and says what became of the timer. Only a deal that can never
+/// accept it ends a timer without firing; every failure is retried later (SPEC 5: late rather
+/// than never). That includes a stream this build cannot read, which an upgraded build can, and
+/// an unexpected database error such as a statement timeout or a plan invalidated by a migration.
 async fn fire_one(shared: &Shared, timer: &DueTimer, now: chrono::DateTime<Utc>) -> TimerOutcome {
     let Ok(kind) = FollowUpKind::parse(&timer.kind) else {
         tracing::error!(timer_id = %timer.timer_id, kind = %timer.kind, "timer has an invalid kind; giving it up");
@@ -148,18 +161,22 @@ async fn fire_one(shared: &Shared, timer: &DueTimer, now: chrono::DateTime<Utc>)
             tracing::info!(timer_id = %timer.timer_id, refused = rejection.rule, "timer no longer applies");
             TimerOutcome::GivenUp(format!("refused: {}", rejection.rule))
         }
-        Err(error @ (CommandError::Unavailable(_) | CommandError::Conflict { .. })) => {
-            tracing::warn!(timer_id = %timer.timer_id, error = %error_chain(&error), "firing a timer failed; it stays pending");
-            TimerOutcome::Retry
-        }
-        Err(
-            error @ (CommandError::Corrupt(_)
-            | CommandError::IdempotencyKeyReused
-            | CommandError::Unexpected(_)),
-        ) => {
+        // A command id reused for a different command cannot be fixed by waiting: the id is
+        // derived from the timer alone.
+        Err(error @ CommandError::IdempotencyKeyReused) => {
             let reason = error_chain(&error);
             tracing::error!(timer_id = %timer.timer_id, %reason, "firing a timer cannot succeed; giving it up");
             TimerOutcome::GivenUp(reason)
+        }
+        Err(
+            error @ (CommandError::Unavailable(_)
+            | CommandError::Conflict { .. }
+            | CommandError::Corrupt(_)
+            | CommandError::Unexpected(_)),
+        ) => {
+            let reason = error_chain(&error);
+            tracing::warn!(timer_id = %timer.timer_id, %reason, "firing a timer failed; it will be retried");
+            TimerOutcome::Retry(reason)
         }
     }
 }

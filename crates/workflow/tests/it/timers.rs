@@ -173,32 +173,8 @@ async fn a_timer_fires_promptly_at_its_due_time() {
     harness.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timers_that_can_never_fire_do_not_starve_later_ones() {
-    const BROKEN: i64 = 250;
-    let harness = Harness::new().await;
-    // A deal whose stream cannot be read back: firing its timers fails however often it is tried.
-    let broken = Uuid::now_v7();
-    harness
-        .store
-        .append(AppendRequest {
-            command_id: Uuid::now_v7(),
-            fingerprint: None,
-            streams: vec![StreamAppend {
-                stream_id: format!("opportunity-{broken}"),
-                expected: ExpectedVersion::NoStream,
-                events: vec![NewEvent {
-                    event_id: Uuid::now_v7(),
-                    event_type: "NoSuchEvent".to_owned(),
-                    schema_version: 1,
-                    data: serde_json::json!({}),
-                    metadata: serde_json::json!({}),
-                }],
-            }],
-        })
-        .await
-        .expect("the unreadable event is appended");
-    // More of its timers than one claim takes, all due before anything else.
+/// Stores `count` timers of the deal `opportunity_id`, due one second apart before `due`.
+async fn insert_timers(harness: &Harness, opportunity_id: Uuid, due: DateTime<Utc>, count: i64) {
     harness
         .db
         .pool
@@ -210,10 +186,40 @@ async fn timers_that_can_never_fire_do_not_starve_later_ones() {
              select gen_random_uuid(), $1, 'first-contact', 'first-contact',
                     $2::timestamptz - make_interval(secs => n)
              from generate_series(1, $3::bigint) as n",
-            &[&broken, &harness.clock.now(), &BROKEN],
+            &[&opportunity_id, &due, &count],
         )
         .await
-        .expect("the broken timers are stored");
+        .expect("the timers are stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_that_keep_failing_are_retried_with_backoff_and_do_not_starve_later_ones() {
+    const BROKEN: i64 = 250;
+    let harness = Harness::new().await;
+    // A deal whose stream holds an event this build cannot read (as after a rolling upgrade):
+    // firing its timers fails until the build is upgraded, so they must wait, not be dropped.
+    let broken = Uuid::now_v7();
+    harness
+        .store
+        .append(AppendRequest {
+            command_id: Uuid::now_v7(),
+            fingerprint: None,
+            streams: vec![StreamAppend {
+                stream_id: format!("opportunity-{broken}"),
+                expected: ExpectedVersion::NoStream,
+                events: vec![NewEvent {
+                    event_id: Uuid::now_v7(),
+                    event_type: "OpportunityCreated".to_owned(),
+                    schema_version: 2,
+                    data: serde_json::json!({}),
+                    metadata: serde_json::json!({}),
+                }],
+            }],
+        })
+        .await
+        .expect("the unreadable event is appended");
+    // More of its timers than one claim takes, all due before anything else.
+    insert_timers(&harness, broken, harness.clock.now(), BROKEN).await;
 
     let instance = harness.start(follow_ups_only());
     let deal = harness.create_deal(60).await;
@@ -239,28 +245,139 @@ async fn timers_that_can_never_fire_do_not_starve_later_ones() {
         },
     )
     .await;
-    // The deal's follow-up shows in its history as soon as the command appends it; the claim
-    // that also gave up on the last broken timers commits just after.
+    let now = harness.clock.now();
+    let waiting_query = format!(
+        "select count(*) from workflow_timers where opportunity_id = '{broken}'
+         and fired_at is null and attempts >= 1 and retry_at > '{now}'
+         and failure like 'stored events are unreadable%'"
+    );
     eventually(
         Duration::from_secs(30),
-        "every broken timer to be given up on, with the reason",
-        || async {
-            let given_up = harness
-                .scalar(&format!(
-                    "select count(*) from workflow_timers where opportunity_id = '{broken}'
-                     and fired_at is not null and failure like 'stored events are unreadable%'"
-                ))
-                .await;
-            (given_up == BROKEN).then_some(())
-        },
+        "every broken timer to wait for a retry, with the reason",
+        || async { (harness.scalar(&waiting_query).await == BROKEN).then_some(()) },
+    )
+    .await;
+    let attempts_query = format!(
+        "select sum(attempts)::bigint from workflow_timers where opportunity_id = '{broken}'"
+    );
+    let attempts = harness.scalar(&attempts_query).await;
+    // The clock has not moved since: no broken timer is claimed again before its retry time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(harness.scalar(&attempts_query).await, attempts);
+    // Once the longest backoff has passed they are all tried again, and still wait.
+    harness.clock.advance(TimeDelta::minutes(10));
+    eventually(
+        Duration::from_secs(30),
+        "another attempt of each",
+        || async { (harness.scalar(&attempts_query).await == attempts + BROKEN).then_some(()) },
     )
     .await;
     assert_eq!(
         harness
-            .scalar("select count(*) from workflow_timers where failure is not null")
+            .scalar(&format!(
+                "select count(*) from workflow_timers where opportunity_id = '{broken}' and fired_at is null"
+            ))
             .await,
         BROKEN
     );
+    instance.stop().await;
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_failing_unexpectedly_fires_once_the_failure_passes() {
+    let harness = Harness::new().await;
+    let instance = harness.start(follow_ups_only());
+    let deal = harness.create_deal(60).await;
+    wait_for_pending_timers(&harness, 1).await;
+    // The command table disappears under the store, as a migration gone wrong or a plan cached
+    // against a dropped table would make it: every command fails with an unexpected error.
+    let client = harness.db.pool.get().await.expect("a connection");
+    client
+        .batch_execute("alter table commands rename to commands_away")
+        .await
+        .expect("the commands table is renamed");
+    harness
+        .clock
+        .set(latest_due(&harness).await + TimeDelta::seconds(1));
+    eventually(Duration::from_secs(30), "a failed attempt", || async {
+        let failed = harness
+            .scalar(
+                "select count(*) from workflow_timers
+                 where fired_at is null and attempts >= 1 and failure is not null",
+            )
+            .await;
+        (failed == 1).then_some(())
+    })
+    .await;
+    client
+        .batch_execute("alter table commands_away rename to commands")
+        .await
+        .expect("the commands table is back");
+    harness.clock.advance(TimeDelta::minutes(10));
+    eventually(Duration::from_secs(30), "the timer to fire", || async {
+        (harness.count_events("FollowUpDue").await == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_each_fired_once(&harness, 1).await;
+    let history = harness.history(&deal.stream_id()).await;
+    assert_eq!(crate::support::of_type(&history, "FollowUpDue").len(), 1);
+    instance.stop().await;
+    harness.finish().await;
+}
+
+/// Index and table scans of `workflow_timers` counted by PostgreSQL's statistics so far.
+async fn timer_table_scans(harness: &Harness) -> i64 {
+    harness
+        .scalar(
+            "select (coalesce(seq_scan, 0) + coalesce(idx_scan, 0))::bigint
+             from pg_stat_user_tables
+             where relname = 'workflow_timers' and schemaname = current_schema()",
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_held_by_another_instance_do_not_make_this_one_spin() {
+    let harness = Harness::new().await;
+    insert_timers(&harness, Uuid::now_v7(), harness.clock.now(), 10).await;
+    // Another instance is firing the due timers: it holds their rows for the whole claim.
+    let mut holder = harness.db.pool.get().await.expect("a connection");
+    let claim = holder.transaction().await.expect("a transaction");
+    let held = claim
+        .query("select timer_id from workflow_timers for update", &[])
+        .await
+        .expect("the rows are locked");
+    assert_eq!(held.len(), 10);
+
+    let instance = harness.start(follow_ups_only());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = timer_table_scans(&harness).await;
+    // PostgreSQL publishes a busy backend's counts at least every second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let scans = timer_table_scans(&harness).await - before;
+    eprintln!("timer table scans while another instance held the due timers: {scans}");
+    assert!(
+        scans < 50,
+        "{scans} scans in 3s: the timer loop spins on timers it cannot claim"
+    );
+
+    // Once the other instance lets go without firing them (it crashed), they are taken over.
+    claim.rollback().await.expect("the claim is released");
+    eventually(
+        Duration::from_secs(10),
+        "the released timers to be handled",
+        || async {
+            let pending = harness
+                .scalar(
+                    "select count(*) from workflow_timers where fired_at is null and attempts = 0",
+                )
+                .await;
+            (pending == 0).then_some(())
+        },
+    )
+    .await;
     instance.stop().await;
     harness.finish().await;
 }
