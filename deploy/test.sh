@@ -11,6 +11,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash deploy/services.sh
 
+# The API's tests drive a running node with two Python tools from PyPI: schemathesis fuzzes it
+# from its OpenAPI document, and openapi-python-client generates a client that a flow runs
+# through. They live in a venv under target/ (see crates/api/tests/it/python.rs); pip runs only
+# when the pinned versions are not there yet, so a rerun costs nothing.
+python_tools="target/python-tools"
+python_pins=(schemathesis==4.32.5 openapi-python-client==0.29.1)
+if [[ "$(cat "$python_tools/pins" 2>/dev/null)" != "${python_pins[*]}" ]]; then
+    echo "test: installing ${python_pins[*]} into $python_tools" >&2
+    rm -rf "$python_tools"
+    python3 -m venv "$python_tools"
+    "$python_tools/bin/pip" install --quiet --disable-pip-version-check "${python_pins[@]}"
+    echo "${python_pins[*]}" >"$python_tools/pins"
+fi
+
 # `--workspace` would override a `-p NAME` given by the caller, so it is only added when
 # the caller did not pick packages.
 scope=(--workspace)

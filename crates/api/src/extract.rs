@@ -211,20 +211,32 @@ fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
-/// `If-Match: 3`, also accepted as an entity tag: `"3"` or `W/"3"`.
+/// Digits of a stream version in `If-Match`: 18 always fit an `i64`, and no stream comes near.
+const MAX_VERSION_DIGITS: usize = 18;
+
+/// `If-Match: 3`, also accepted as an entity tag: `"3"` or `W/"3"`. Exactly the
+/// `IfMatch` pattern of `openapi.json`, so that what the document allows is never a 400.
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(text) = header_text(headers, "if-match")? else {
         return Ok(None);
     };
-    let unquoted = text.trim_start_matches("W/").trim_matches('"');
-    unquoted
-        .parse::<i64>()
-        .ok()
-        .filter(|version| *version >= 0)
+    let digits = text
+        .strip_prefix("W/")
+        .unwrap_or(text)
+        .strip_prefix('"')
+        .and_then(|quoted| quoted.strip_suffix('"'))
+        .or_else(|| Some(text).filter(|bare| !bare.contains('"')))
+        .unwrap_or_default();
+    let is_version = (1..=MAX_VERSION_DIGITS).contains(&digits.len())
+        && digits.bytes().all(|byte| byte.is_ascii_digit());
+    is_version
+        .then(|| digits.parse::<i64>().ok())
+        .flatten()
         .map(Some)
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "header If-Match must be a stream version (a non-negative integer), got {text:?}"
+                "header If-Match must be a stream version (up to {MAX_VERSION_DIGITS} digits, \
+                 optionally quoted as \"3\" or W/\"3\"), got {text:?}"
             ))
         })
 }

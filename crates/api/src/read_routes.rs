@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::opportunity::{FollowUpStatus, OpportunityStatus};
-use domain::values::{ForecastCategory, OpportunityId, PipelineSlug};
+use domain::values::{ForecastCategory, OpportunityId, PipelineSlug, StageName};
 use projector::rules::{DealView, Granularity, ReadModel};
 use projector::{Projection, ProjectorError};
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,18 @@ async fn ready(
         return Err(ApiError::Unprocessable {
             rule: "invalid-value",
             detail: "min_position: must not be negative".to_owned(),
+        });
+    }
+    // Every position a command answers with is committed, so one beyond the head names a write
+    // that never happened: no read model will ever reach it, and waiting would only delay the
+    // client's error (SPEC section 4).
+    let head = app.handler.store().head_position().await?;
+    if position > head {
+        return Err(ApiError::Unprocessable {
+            rule: "invalid-value",
+            detail: format!(
+                "min_position: {position} is beyond the last committed position {head}"
+            ),
         });
     }
     if projector::read::wait_for(pool, projection, position, app.read_your_writes_wait).await? {
@@ -237,12 +249,15 @@ pub async fn opportunities(
             });
         }
     }
+    let stage = non_empty(query.stage)
+        .map(|stage| StageName::parse(&stage).map(|_| stage))
+        .transpose()?;
     let after = non_empty(query.cursor)
         .map(|cursor| decode_cursor(&cursor))
         .transpose()?;
     ready(&app, Projection::Pipeline, query.min_position).await?;
     let filter = projector::read::DealFilter {
-        stage: non_empty(query.stage),
+        stage,
         owner: non_empty(query.owner),
         status,
         after,

@@ -70,6 +70,12 @@ impl TestApp {
         }
     }
 
+    /// The driver configuration of this test's schema, for connections outside the pool (the
+    /// relay's LISTEN connection).
+    pub fn database_config(&self) -> tokio_postgres::Config {
+        self._db.config().clone()
+    }
+
     pub fn call(&self, method: Method, path: &str) -> Call {
         Call {
             builder: self

@@ -5,11 +5,14 @@
 //! `TEST_LOG` to see the service's logs.
 
 mod concurrency;
+mod documented_inputs;
 mod errors;
 mod helpers;
 mod idempotency;
 mod leads;
+mod node;
 mod openapi;
 mod opportunities;
 mod pipelines;
+mod python;
 mod queries;
