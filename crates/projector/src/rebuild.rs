@@ -10,8 +10,14 @@
 //!    head. Readers see either the old tables or the new ones; the runner carries on from the new
 //!    checkpoint.
 //!
+//! Dropping a table waits for every query still reading it, and while it waits every later
+//! query on that table queues behind it: one long report would stall the whole API. So the swap
+//! waits at most `swap_lock_timeout` for the old tables, then gives up, lets the queue drain,
+//! and tries again after a pause, a bounded number of times.
+//!
 //! Only one rebuild of a projection runs at a time (a session advisory lock).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventstore::{EventStore, RecordedEvent};
@@ -27,11 +33,25 @@ const SUFFIX: &str = "_rebuild";
 pub struct RebuildOptions {
     /// Events read from the store per batch and transaction.
     pub batch_size: i64,
+    /// How long the swap waits for queries on the old tables to end; readers queued behind the
+    /// swap wait at most this long.
+    pub swap_lock_timeout: Duration,
+    /// How many times the swap is tried before the rebuild fails with
+    /// [`ProjectorError::SwapBlocked`]; at least 1.
+    pub swap_attempts: u32,
+    /// The pause between two attempts, in which queued readers go ahead.
+    pub swap_retry_pause: Duration,
 }
 
 impl Default for RebuildOptions {
+    /// Batches of 5,000 events; the swap waits 1 s for readers, up to 30 times, 4 s apart.
     fn default() -> Self {
-        RebuildOptions { batch_size: 5_000 }
+        RebuildOptions {
+            batch_size: 5_000,
+            swap_lock_timeout: Duration::from_secs(1),
+            swap_attempts: 30,
+            swap_retry_pause: Duration::from_secs(4),
+        }
     }
 }
 
@@ -139,8 +159,44 @@ pub async fn rebuild(
         progress(&state.report(RebuildPhase::Replaying));
     }
 
-    progress(&state.report(RebuildPhase::Swapping));
-    let position = swap(store, projection, &mut state, batch_size).await?;
+    let mut attempt = 1;
+    let position = loop {
+        progress(&state.report(RebuildPhase::Swapping));
+        match swap(
+            store,
+            projection,
+            &mut state,
+            batch_size,
+            options.swap_lock_timeout,
+        )
+        .await
+        {
+            Ok(position) => break position,
+            Err(error) if error.is_lock_timeout() => {
+                if attempt >= options.swap_attempts {
+                    return Err(ProjectorError::SwapBlocked {
+                        projection: projection.name(),
+                        attempts: attempt,
+                        lock_timeout: options.swap_lock_timeout,
+                        source: Arc::new(error),
+                    });
+                }
+                tracing::warn!(
+                    projection = projection.name(),
+                    attempt,
+                    attempts = options.swap_attempts,
+                    retry_in_ms = options.swap_retry_pause.as_millis() as u64,
+                    "queries on the old tables held up the swap; trying again after a pause"
+                );
+                attempt += 1;
+                tokio::select! {
+                    () = shutdown.cancelled() => return Err(ProjectorError::Cancelled),
+                    () = tokio::time::sleep(options.swap_retry_pause) => {}
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    };
     state.position = position;
     progress(&state.report(RebuildPhase::Done));
     drop(lock_connection);
@@ -179,11 +235,14 @@ async fn apply_batch(
     Ok(applied.events)
 }
 
+/// One attempt at the swap transaction. `state` only moves once it has committed, so that a
+/// failed attempt leaves nothing for the next one to skip.
 async fn swap(
     store: &EventStore,
     projection: Projection,
     state: &mut Progress,
     batch_size: i64,
+    lock_timeout: Duration,
 ) -> Result<i64, ProjectorError> {
     let mut client = store.pool().get().await?;
     let transaction = client.transaction().await?;
@@ -193,8 +252,10 @@ async fn swap(
         .query_one("select coalesce(max(position), 0)::bigint from events", &[])
         .await?
         .try_get(0)?;
+    let mut position = state.position;
+    let mut events_applied = 0;
     loop {
-        let mut events = read(store, state.position, batch_size).await?;
+        let mut events = read(store, position, batch_size).await?;
         events.retain(|event| event.position <= head);
         let Some(last) = events.last().map(|event| event.position) else {
             break;
@@ -203,8 +264,8 @@ async fn swap(
         if let Some(error) = applied.stopped {
             return Err(error);
         }
-        state.events_applied += applied.events;
-        state.position = last;
+        events_applied += applied.events;
+        position = last;
     }
     // `like ... including all` named the fresh tables' indexes after them (`deals_rebuild_pkey`);
     // each takes back the name of the live index with the same definition, so that the names
@@ -223,7 +284,11 @@ async fn swap(
             &[&tables, &SUFFIX],
         )
         .await?;
-    let mut statements = String::new();
+    // Only the drops wait for readers; the checkpoint row above is held by short batches.
+    let mut statements = format!(
+        "set local lock_timeout = {};",
+        lock_timeout.as_millis().max(1)
+    );
     for table in projection.tables() {
         statements.push_str(&format!(
             "drop table {table}; alter table {table}{SUFFIX} rename to {table};"
@@ -249,6 +314,7 @@ async fn swap(
     transaction.batch_execute(&statements).await?;
     persist::save_checkpoint(&transaction, projection, head).await?;
     transaction.commit().await?;
+    state.events_applied += events_applied;
     tracing::info!(
         projection = projection.name(),
         position = head,

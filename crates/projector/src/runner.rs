@@ -56,9 +56,12 @@ pub struct ProjectorConfig {
     pub batch_size: usize,
     /// How long JetStream waits for an acknowledgement before redelivering.
     pub ack_wait: Duration,
-    /// How long a standby instance waits between attempts to become active, and the pause after
-    /// a transient failure.
+    /// How long a standby instance waits between attempts to become active, and the first pause
+    /// after a transient failure.
     pub retry_interval: Duration,
+    /// The longest pause after transient failures in a row: each pause doubles from
+    /// `retry_interval` up to this, and a batch applied brings it back to `retry_interval`.
+    pub retry_interval_max: Duration,
     /// Test-only fault injection; `None` in production.
     pub faults: Option<FaultHook>,
 }
@@ -71,13 +74,16 @@ impl std::fmt::Debug for ProjectorConfig {
             .field("subject_prefix", &self.subject_prefix)
             .field("batch_size", &self.batch_size)
             .field("ack_wait", &self.ack_wait)
+            .field("retry_interval", &self.retry_interval)
+            .field("retry_interval_max", &self.retry_interval_max)
             .field("faults", &self.faults.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl ProjectorConfig {
-    /// Production defaults: batches of up to 500 messages, 30 s to acknowledge.
+    /// Production defaults: batches of up to 500 messages, 30 s to acknowledge, retries after 1 s
+    /// doubling up to 30 s.
     pub fn new(
         nats_url: impl Into<String>,
         stream_name: impl Into<String>,
@@ -90,6 +96,7 @@ impl ProjectorConfig {
             batch_size: 500,
             ack_wait: Duration::from_secs(30),
             retry_interval: Duration::from_secs(1),
+            retry_interval_max: Duration::from_secs(30),
             faults: None,
         }
     }
@@ -108,8 +115,8 @@ impl ProjectorConfig {
 }
 
 /// Runs `projections` until `shutdown` is cancelled (then `Ok`) or one of them fails for good.
-/// Transient failures (database or NATS down) are retried after a pause. Migrates the read-model
-/// tables first.
+/// Transient failures (database or NATS down, a statement refused for a passing reason) are
+/// retried after a pause. Migrates the read-model tables first.
 pub async fn run(
     config: ProjectorConfig,
     store: EventStore,
@@ -134,7 +141,22 @@ pub async fn run_with_client(
     projections: &[Projection],
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
-    migrate(store.pool()).await?;
+    let mut backoff = Backoff::new(&config);
+    loop {
+        match migrate(store.pool()).await {
+            Ok(()) => break,
+            // The database being away at start-up is as passing as it is later on.
+            Err(error) if error.is_transient() => {
+                if !backoff
+                    .wait("migrations", &error, store.pool(), &shutdown)
+                    .await
+                {
+                    return Ok(());
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
     let stop = shutdown.child_token();
     let mut tasks = JoinSet::new();
     let mut projections = projections.to_vec();
@@ -172,8 +194,9 @@ struct Worker {
 
 impl Worker {
     async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+        let mut backoff = Backoff::new(&self.config);
         loop {
-            let error = match self.run_while_active(&shutdown).await {
+            let error = match self.run_while_active(&shutdown, &mut backoff).await {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
@@ -181,21 +204,22 @@ impl Worker {
                 tracing::error!(projection = self.projection.name(), error = %platform::error_chain(&error), "projection stopped");
                 return Err(error);
             }
-            if let ProjectorError::UnknownSchemaVersion { .. } = error {
-                // Not a passing outage: nothing moves until an operator upgrades the projector.
-                tracing::error!(projection = self.projection.name(), error = %platform::error_chain(&error), "projection waiting for an upgrade, retrying");
-            } else {
-                tracing::warn!(projection = self.projection.name(), error = %platform::error_chain(&error), "projection interrupted, retrying");
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(self.config.retry_interval) => {}
+            if !backoff
+                .wait(self.projection.name(), &error, self.store.pool(), &shutdown)
+                .await
+            {
+                return Ok(());
             }
         }
     }
 
-    /// Becomes the active instance, then consumes until shutdown or a failure.
-    async fn run_while_active(&self, shutdown: &CancellationToken) -> Result<(), ProjectorError> {
+    /// Becomes the active instance, then consumes until shutdown or a failure. Resets `backoff`
+    /// after every batch applied.
+    async fn run_while_active(
+        &self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), ProjectorError> {
         let pool = self.store.pool();
         // Taken out of the pool so that the session lock ends with this connection and never
         // stays behind on a pooled connection someone else reuses.
@@ -278,6 +302,7 @@ impl Worker {
                 )));
             }
             self.process(&batch).await?;
+            backoff.reset();
         }
     }
 
@@ -457,6 +482,59 @@ async fn commit_batch(
         }
     }
     Ok(reached)
+}
+
+/// Capped exponential pauses between attempts after transient failures.
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(config: &ProjectorConfig) -> Backoff {
+        let first = config.retry_interval;
+        Backoff {
+            first,
+            max: config.retry_interval_max.max(first),
+            next: first,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.first;
+    }
+
+    /// Logs and counts the failure of `what` (a projection, or the migrations), then sleeps for
+    /// the next pause; false when shutdown was requested meanwhile.
+    async fn wait(
+        &mut self,
+        what: &'static str,
+        error: &ProjectorError,
+        pool: &Pool,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let retry_in_ms = delay.as_millis() as u64;
+        let chain = platform::error_chain(error);
+        if let ProjectorError::UnknownSchemaVersion { .. } = error {
+            // Not a passing outage: nothing moves until an operator upgrades the projector.
+            tracing::error!(projection = what, error = %chain, retry_in_ms, "projection waiting for an upgrade, retrying");
+        } else {
+            tracing::warn!(projection = what, error = %chain, retry_in_ms, "projection interrupted, retrying");
+        }
+        metrics::counter!("projector_retries_total", "projection" => what).increment(1);
+        if error.is_stale_statement() {
+            // Every pooled connection may hold the invalidated statement; dropping them all
+            // makes the next use prepare it again against the new schema.
+            pool.manager().statement_caches.clear();
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
 }
 
 /// How many events one gap-filling transaction reads from the store.

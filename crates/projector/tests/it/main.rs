@@ -5,11 +5,13 @@
 
 mod bad_events;
 mod crash;
+mod database_errors;
 mod delivery;
 mod equivalence;
 mod forecast;
 mod index_names;
 mod read_your_writes;
+mod rebuild_swap;
 mod rebuild_under_load;
 mod redelivery;
 mod support;

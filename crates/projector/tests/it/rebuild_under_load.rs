@@ -89,7 +89,10 @@ async fn queries_answer_during_a_rebuild_under_load() {
         let report = projector::rebuild(
             projection,
             &harness.store,
-            &projector::RebuildOptions { batch_size: 1_000 },
+            &projector::RebuildOptions {
+                batch_size: 1_000,
+                ..Default::default()
+            },
             &platform::CancellationToken::new(),
             &mut |progress| phases.push(progress.phase),
         )

@@ -78,6 +78,7 @@ impl Harness {
         let mut config = ProjectorConfig::new(nats_url(), &self.stream_name, &self.prefix);
         config.ack_wait = Duration::from_secs(2);
         config.retry_interval = Duration::from_millis(200);
+        config.retry_interval_max = Duration::from_secs(1);
         config
     }
 
