@@ -90,6 +90,22 @@ impl Random {
 }
 
 pub async fn run(handler: &CommandHandler, arguments: &DemoArgs) -> anyhow::Result<()> {
+    // Sample deals mixed into real ones could never be told apart again (the store is
+    // append-only), so the demo only ever writes into a store with no leads and no deals.
+    for category in [LeadId::CATEGORY, OpportunityId::CATEGORY] {
+        if !handler
+            .store()
+            .read_all(0, 1, Some(category))
+            .await?
+            .is_empty()
+        {
+            println!(
+                "demo: the store already holds leads or deals; the sample history is only loaded \
+                 into an empty store, so nothing was written"
+            );
+            return Ok(());
+        }
+    }
     let started = std::time::Instant::now();
     let deals: Vec<Option<OpportunityId>> = futures::stream::iter(0..arguments.leads)
         .map(|index| {
@@ -379,5 +395,31 @@ fn print_summary(model: &ReadModel) {
             major(figures.closed_won),
             major(figures.closed_lost)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use commands::{CommandHandler, SystemClock};
+    use testkit::TestDb;
+
+    use super::{DemoArgs, run};
+
+    #[tokio::test]
+    async fn the_demo_never_writes_into_a_store_that_holds_leads_or_deals() {
+        let database = TestDb::new().await;
+        projector::migrate(&database.pool).await.unwrap();
+        let handler = CommandHandler::new(database.store(), Arc::new(SystemClock));
+        handler.ensure_default_pipeline().await.unwrap();
+        let arguments = DemoArgs { leads: 4, seed: 1 };
+
+        run(&handler, &arguments).await.unwrap();
+        let loaded = handler.store().head_position().await.unwrap();
+        assert!(loaded > 1, "the first run loads the sample history");
+
+        run(&handler, &arguments).await.unwrap();
+        assert_eq!(handler.store().head_position().await.unwrap(), loaded);
     }
 }

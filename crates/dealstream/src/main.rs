@@ -183,6 +183,27 @@ async fn open(settings: &Settings) -> anyhow::Result<Node> {
     Ok(Node { store, handler })
 }
 
+/// Keeps the table of handled command ids at its retention, hourly. Every API instance does it:
+/// deleting the same old rows twice is harmless, and a failure only delays the next pass.
+async fn forget_old_commands(store: EventStore, retention_days: u32, shutdown: CancellationToken) {
+    const PASS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+    let retention = std::time::Duration::from_secs(u64::from(retention_days) * 24 * 3600);
+    while !shutdown.is_cancelled() {
+        match store.prune_commands(retention).await {
+            Ok(0) => {}
+            Ok(forgotten) => tracing::info!(forgotten, retention_days, "forgot old command ids"),
+            Err(error) => tracing::warn!(
+                error = %platform::error_chain(&error),
+                "forgetting old command ids failed; trying again later"
+            ),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(PASS_INTERVAL) => {}
+        }
+    }
+}
+
 fn parse_projections(names: &[String]) -> anyhow::Result<Vec<Projection>> {
     if names.is_empty() {
         return Ok(Projection::ALL.to_vec());
@@ -238,6 +259,11 @@ async fn services(
         };
         let handle = match service {
             Service::Api => {
+                tokio::spawn(forget_old_commands(
+                    node.store.clone(),
+                    settings.command_retention_days,
+                    shutdown.clone(),
+                ));
                 let listener = tokio::net::TcpListener::bind(settings.http_addr)
                     .await
                     .with_context(|| format!("could not listen on {}", settings.http_addr))?;

@@ -35,6 +35,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "append_only",
         sql: include_str!("../migrations/0003_append_only.sql"),
     },
+    Migration {
+        version: 4,
+        name: "commands_retention",
+        sql: include_str!("../migrations/0004_commands_retention.sql"),
+    },
 ];
 
 /// The migrations this build knows, in the order they are applied.
@@ -45,7 +50,31 @@ pub fn migrations() -> &'static [Migration] {
 /// Brings `current_schema()` up to date. Idempotent, and safe when several processes run it at
 /// once.
 pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
-    apply_migrations(pool, "schema_migrations", MIGRATIONS).await
+    apply_migrations(pool, "schema_migrations", MIGRATIONS).await?;
+    check_notify_channel(pool).await
+}
+
+/// PostgreSQL refuses a notification channel longer than an identifier (63 bytes), and every
+/// append notifies: a schema name too long for its channel would fail every append after a
+/// clean start. Refusing to start says why, once.
+async fn check_notify_channel(pool: &Pool) -> Result<(), StoreError> {
+    const MAX_CHANNEL_BYTES: usize = 63;
+    let client = pool.get().await?;
+    let schema: String = client
+        .query_one("select current_schema()::text", &[])
+        .await?
+        .get(0);
+    let channel = crate::notify_channel_for_schema(&schema);
+    if channel.len() > MAX_CHANNEL_BYTES {
+        return Err(StoreError::message(format!(
+            "schema name {schema:?} is too long: its notification channel {channel:?} has {} \
+             bytes and PostgreSQL allows {MAX_CHANNEL_BYTES}; use a schema name of at most {} \
+             bytes",
+            channel.len(),
+            MAX_CHANNEL_BYTES - (channel.len() - schema.len())
+        )));
+    }
+    Ok(())
 }
 
 /// Applies the `migrations` that the ledger table `ledger` (created if missing) does not list,

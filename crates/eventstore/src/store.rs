@@ -195,6 +195,32 @@ impl EventStore {
         }))
     }
 
+    /// Forgets the command ids handled more than `retention` ago, in batches short enough not to
+    /// hold up appends, and answers how many were forgotten. A repeat of a forgotten command is
+    /// decided again: usually refused or a no-op, since its effect is in the streams.
+    pub async fn prune_commands(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
+        const BATCH: i64 = 1_000;
+        let retention_seconds = retention.as_secs_f64();
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "delete from commands where command_id in (select command_id from commands \
+                 where recorded_at < clock_timestamp() - make_interval(secs => $1) \
+                 order by recorded_at limit $2)",
+            )
+            .await?;
+        let mut forgotten = 0;
+        loop {
+            let deleted = client
+                .execute(&statement, &[&retention_seconds, &BATCH])
+                .await?;
+            forgotten += deleted;
+            if deleted < BATCH as u64 {
+                return Ok(forgotten);
+            }
+        }
+    }
+
     /// The position of the last event, 0 when the store is empty.
     pub async fn head_position(&self) -> Result<i64, StoreError> {
         let client = self.pool.get().await?;

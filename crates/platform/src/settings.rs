@@ -32,9 +32,11 @@ pub mod vars {
     pub const SUBJECT_PREFIX: &str = "DEALSTREAM_SUBJECT_PREFIX";
     /// `text` (default) or `json`.
     pub const LOG_FORMAT: &str = "DEALSTREAM_LOG_FORMAT";
+    /// Days a handled command id (an `Idempotency-Key`) is remembered.
+    pub const COMMAND_RETENTION_DAYS: &str = "DEALSTREAM_COMMAND_RETENTION_DAYS";
 
     /// Every variable above, in the order they are documented.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         DATABASE_URL,
         NATS_URL,
         HTTP_ADDR,
@@ -42,6 +44,7 @@ pub mod vars {
         NATS_STREAM,
         SUBJECT_PREFIX,
         LOG_FORMAT,
+        COMMAND_RETENTION_DAYS,
     ];
 }
 
@@ -55,6 +58,9 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_NATS_STREAM: &str = "DEALSTREAM_EVENTS";
 /// Default of `DEALSTREAM_SUBJECT_PREFIX`.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "dealstream";
+/// Long past any client's retry window and any redelivery of the workflow's reactions, short
+/// enough that the table does not grow with the store.
+pub const DEFAULT_COMMAND_RETENTION_DAYS: u32 = 30;
 
 /// Everything a dealstream process needs to know about its surroundings.
 ///
@@ -75,6 +81,8 @@ pub struct Settings {
     pub subject_prefix: SubjectPrefix,
     /// `DEALSTREAM_LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// `DEALSTREAM_COMMAND_RETENTION_DAYS`: at least 1.
+    pub command_retention_days: u32,
 }
 
 impl Settings {
@@ -149,6 +157,22 @@ impl Settings {
         let log_format = LogFormat::from_str(&value_of(vars::LOG_FORMAT, "text"))
             .with_context(|| format!("invalid {}", vars::LOG_FORMAT))?;
 
+        let retention_text = value_of(
+            vars::COMMAND_RETENTION_DAYS,
+            &DEFAULT_COMMAND_RETENTION_DAYS.to_string(),
+        );
+        let command_retention_days = retention_text
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|days| (1..=36_500).contains(days))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid {}={retention_text:?}: expected a whole number of days from 1 to 36500",
+                    vars::COMMAND_RETENTION_DAYS
+                )
+            })?;
+
         Ok(Settings {
             database_url,
             nats_url,
@@ -157,6 +181,7 @@ impl Settings {
             nats_stream,
             subject_prefix,
             log_format,
+            command_retention_days,
         })
     }
 }
@@ -172,6 +197,7 @@ impl Default for Settings {
             nats_stream: StreamName(DEFAULT_NATS_STREAM.to_owned()),
             subject_prefix: SubjectPrefix(DEFAULT_SUBJECT_PREFIX.to_owned()),
             log_format: LogFormat::Text,
+            command_retention_days: DEFAULT_COMMAND_RETENTION_DAYS,
         }
     }
 }
@@ -450,8 +476,10 @@ mod tests {
             ("DEALSTREAM_NATS_STREAM", "STAGING_EVENTS"),
             ("DEALSTREAM_SUBJECT_PREFIX", "staging"),
             ("DEALSTREAM_LOG_FORMAT", "JSON"),
+            ("DEALSTREAM_COMMAND_RETENTION_DAYS", "7"),
         ])
         .unwrap();
+        assert_eq!(parsed.command_retention_days, 7);
         assert_eq!(
             parsed.database_url.expose(),
             "postgres://app:secret@db.internal:6432/sales"
@@ -526,6 +554,17 @@ mod tests {
         for bad in ["", "EVENTS.V1", "A/B", "A B", "A>"] {
             let message = error_text(&[("DEALSTREAM_NATS_STREAM", bad)]);
             assert!(message.contains("DEALSTREAM_NATS_STREAM"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_command_retention_must_be_a_positive_number_of_days() {
+        for bad in ["0", "-1", "30d", "99999999999"] {
+            let message = error_text(&[("DEALSTREAM_COMMAND_RETENTION_DAYS", bad)]);
+            assert!(
+                message.contains("DEALSTREAM_COMMAND_RETENTION_DAYS"),
+                "{message}"
+            );
         }
     }
 

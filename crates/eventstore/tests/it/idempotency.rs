@@ -158,3 +158,32 @@ async fn the_same_command_twice_in_one_batch_appends_once() {
     }
     assert_eq!(store.read_stream(&stream).await.expect("read").len(), 1);
 }
+
+#[tokio::test]
+async fn command_ids_older_than_the_retention_are_forgotten_and_their_events_kept() {
+    let database = TestDb::new().await;
+    let store = database.store();
+    let old = single(&new_stream("lead"), ExpectedVersion::NoStream, events(1));
+    let recent = single(&new_stream("lead"), ExpectedVersion::NoStream, events(1));
+    let (old_id, recent_id) = (old.command_id, recent.command_id);
+    store.append(old).await.expect("append");
+    store.append(recent).await.expect("append");
+    let client = database.connect().await;
+    client
+        .execute(
+            "update commands set recorded_at = recorded_at - interval '31 days' \
+             where command_id = $1",
+            &[&old_id],
+        )
+        .await
+        .expect("age the first command");
+
+    let forgotten = store
+        .prune_commands(std::time::Duration::from_secs(30 * 24 * 3600))
+        .await
+        .expect("prune");
+    assert_eq!(forgotten, 1);
+    assert!(store.find_command(old_id).await.expect("find").is_none());
+    assert!(store.find_command(recent_id).await.expect("find").is_some());
+    assert_eq!(store.read_all(0, 10, None).await.expect("read").len(), 2);
+}

@@ -61,3 +61,38 @@ async fn migrating_without_a_schema_on_the_search_path_fails_clearly() {
         testkit::error_chain(&error)
     );
 }
+
+#[tokio::test]
+async fn a_schema_too_long_for_its_notification_channel_is_refused_at_start_up() {
+    let database = TestDb::new().await;
+    // 60 bytes: a valid schema name, but `<schema>_events` exceeds PostgreSQL's 63.
+    let schema = format!(
+        "{}_{}",
+        database.schema,
+        "x".repeat(60 - database.schema.len() - 1)
+    );
+    let admin = database.connect().await;
+    admin
+        .batch_execute(&format!("create schema {schema}"))
+        .await
+        .expect("create the long schema");
+    let base_url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| testkit::DEFAULT_DATABASE_URL.to_owned());
+    let separator = if base_url.contains('?') { '&' } else { '?' };
+    let url = format!("{base_url}{separator}options=-csearch_path%3D{schema}");
+    let pool = eventstore::pool_from_url(&url, 1).expect("pool");
+
+    let refused = eventstore::migrate(&pool)
+        .await
+        .expect_err("a schema whose channel is too long must be refused");
+    let message = format!("{}", std::error::Error::source(&refused).expect("cause"));
+    assert!(
+        message.contains("too long") && message.contains(&schema),
+        "unclear message: {message}"
+    );
+    drop(pool);
+    admin
+        .batch_execute(&format!("drop schema {schema} cascade"))
+        .await
+        .expect("drop the long schema");
+}
