@@ -108,3 +108,45 @@ async fn schemathesis_finds_no_failure() {
     node.finish().await;
     let _ = std::fs::remove_dir_all(directory);
 }
+
+/// A client generated from `/openapi.json` drives one whole flow: capture, qualify (the new
+/// deal's id a typed field of the answer), stage, board, close, history, forecast, and a refused
+/// command's problem (`python/client_flow.py`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generated_client_drives_a_whole_flow() {
+    let generator = tool("openapi-python-client");
+    let python = tool("python");
+    let node = Node::spawn().await;
+    let directory = scratch("generated-client");
+    let location = format!("{}/openapi.json", node.app.base_url);
+    let package = directory.join("dealstream_api_client");
+    let package = package.to_string_lossy();
+    let arguments = [
+        "generate",
+        "--url",
+        &location,
+        "--meta",
+        "none",
+        "--output-path",
+        &package,
+    ];
+    let (output, _) = run(&generator, &arguments, &directory).await;
+    assert!(
+        output.status.success(),
+        "openapi-python-client {} failed:\n{}",
+        arguments.join(" "),
+        text(&output)
+    );
+    let flow = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/python/client_flow.py");
+    let flow = flow.to_string_lossy();
+    let scratch_path = directory.to_string_lossy();
+    let arguments = [flow.as_ref(), &node.app.base_url, scratch_path.as_ref()];
+    let (output, _) = run(&python, &arguments, &directory).await;
+    assert!(
+        output.status.success(),
+        "the generated client's flow failed:\n{}",
+        text(&output)
+    );
+    node.finish().await;
+    let _ = std::fs::remove_dir_all(directory);
+}
