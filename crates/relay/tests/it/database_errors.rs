@@ -152,3 +152,49 @@ async fn store_errors_are_classified_by_sqlstate() {
         );
     }
 }
+
+/// PostgreSQL drops every connection of the relay, pooled and LISTEN alike, as a restart does:
+/// the relay reconnects and publishes what was appended meanwhile, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropped_connections_do_not_stop_the_relay() {
+    platform::init_test_tracing();
+    let database = TestDb::new().await;
+    let store = database.store();
+    let mut config = relay_config(&database, &nats_url());
+    let application = format!("relay_{}", database.schema);
+    config.database.application_name(&application);
+    let _cleanup = stream_guard(&config);
+    append_concurrently(&store, 2, 100).await;
+    let relay_store = store_with_setting(&database, &format!("application_name={application}"));
+    let relay = RunningRelay::start(config.clone(), relay_store);
+    wait_caught_up(&config, &store, Duration::from_secs(20)).await;
+
+    let admin = database.connect().await;
+    for round in 0..3 {
+        let connects = config.stats.listener_connects();
+        let terminated: i64 = admin
+            .query_one(
+                "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity \
+                 where application_name = $1) terminated",
+                &[&application],
+            )
+            .await
+            .expect("terminate the relay's connections")
+            .get(0);
+        assert!(terminated > 0, "round {round}: no relay connection found");
+        append_concurrently(&store, 2, 50).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while config.stats.listener_connects() <= connects {
+            assert!(!relay.task.is_finished(), "the relay stopped");
+            assert!(
+                Instant::now() < deadline,
+                "the LISTEN connection did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        wait_caught_up(&config, &store, Duration::from_secs(20)).await;
+    }
+    relay.stop().await;
+    let jetstream = jetstream::new(shared_client().await);
+    assert_stream_matches_store(&jetstream, &config, &store).await;
+}
