@@ -112,7 +112,7 @@ struct Counters {
     errors: AtomicU64,
 }
 
-async fn drive_commands(
+pub(crate) async fn drive_commands(
     deployment: &Deployment,
     client: &reqwest::Client,
     deals: &[Uuid],

@@ -21,6 +21,7 @@ mod rebuild;
 mod relay;
 mod report;
 mod stats;
+mod stream_length;
 mod timers;
 
 use std::io::IsTerminal;
@@ -37,6 +38,8 @@ pub use report::{Compare, Figure, Report};
 pub enum Scenario {
     /// Single-event commands through the HTTP API, beside plain inserts.
     Commands,
+    /// The same commands on streams of 10, 100 and 1,000 events, side by side.
+    StreamLength,
     /// Commands at a steady rate, and the time until the pipeline read model shows each one.
     Lag,
     /// The relay catching up a backlog, beside raw pipelined JetStream publishes.
@@ -69,6 +72,10 @@ pub struct BenchOptions {
     /// Opportunities created before `commands` and `lag` start.
     #[arg(long, default_value_t = 200)]
     pub deals: usize,
+    /// Events per stream that `stream-length` measures commands at, comma-separated; each is
+    /// read against the first.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    pub stream_lengths: Vec<u64>,
     /// Commands per second `lag` asks for, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "200,500,1000")]
     pub rates: Vec<u32>,
@@ -123,6 +130,12 @@ pub async fn run(
     if scenario.includes(Scenario::Commands) {
         let deployment = Deployment::start(database_url, nats_url).await?;
         let outcome = commands::run(&deployment, options, &progress, &mut report).await;
+        deployment.stop().await;
+        outcome?;
+    }
+    if scenario.includes(Scenario::StreamLength) {
+        let deployment = Deployment::start(database_url, nats_url).await?;
+        let outcome = stream_length::run(&deployment, options, &progress, &mut report).await;
         deployment.stop().await;
         outcome?;
     }

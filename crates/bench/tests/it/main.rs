@@ -21,6 +21,7 @@ fn tiny(scenario: Scenario) -> BenchOptions {
     options.clients = vec![1, 4];
     options.deals = 5;
     options.rates = vec![50];
+    options.stream_lengths = vec![2, 6];
     options.backlog = 2_000;
     options.rebuild_events = 5_000;
     options.timers = 20;
@@ -71,6 +72,25 @@ async fn a_small_commands_run_reports_every_figure_beside_its_baseline() {
             .figure("baseline-insert", clients)
             .expect("baseline figure");
         assert!(baseline.count >= commands.count.min(1_000));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_stream_length_run_reads_each_length_against_the_shortest() {
+    let report = run(Scenario::StreamLength).await;
+    for length in [2, 6] {
+        let figure = report
+            .figure("stream-length", length)
+            .unwrap_or_else(|| panic!("no stream-length figure at {length}"));
+        assert!(figure.count > 0, "nothing measured at {length}");
+        assert_eq!(figure.errors, 0, "errors at {length}");
+        assert!(
+            figure
+                .extra
+                .get("vs_shortest_streams")
+                .is_some_and(|ratio| *ratio > 0.0),
+            "no ratio at {length}"
+        );
     }
 }
 
