@@ -1,9 +1,12 @@
 //! The durable JetStream consumer: reacts to each published event and acknowledges it only once
 //! the reaction is done, so a crash means redelivery, never a lost reaction.
 //!
-//! For an opportunity event it folds the deal's stream (the store is the authority, see `step`),
-//! sends the rules' commands, then re-plans the deal's timers. For `FollowUpDue` it also announces
-//! the reminder on `<prefix>.notifications.follow_up_due`. For `LeadCaptured` it routes the lead.
+//! Several messages are handled at once and several instances share the durable consumer, so one
+//! deal's events arrive in any order. They are handled in stream order all the same: under a
+//! per-deal row lock, every event of the deal up to the delivered one that is not handled yet is
+//! handled from the store (the store is the authority, see `step`), each decided on the deal as
+//! of that event; then the deal's timers are re-planned. For `FollowUpDue` the reminder is also
+//! announced on `<prefix>.notifications.follow_up_due`. For `LeadCaptured` it routes the lead.
 //! Every command id derives from the event, so handling a message twice has no second effect.
 
 use platform::error_chain;
@@ -14,7 +17,7 @@ use async_nats::jetstream::{self, AckKind};
 use commands::{CommandContext, CommandError, OpportunityRequest};
 use domain::codec::{self, DecodeError};
 use domain::lead::LeadEvent;
-use domain::opportunity::{OpportunityCommand, OpportunityEvent};
+use domain::opportunity::{Opportunity, OpportunityCommand, OpportunityEvent};
 use domain::values::{LeadId, OpportunityId, Text};
 use eventstore::{RecordedEvent, StoreError};
 use futures::StreamExt;
@@ -22,7 +25,7 @@ use platform::CancellationToken;
 use uuid::Uuid;
 
 use crate::db;
-use crate::step::{self, DealAction, DealView, RouteAssignment};
+use crate::step::{self, DealAction, DealView, RouteAssignment, StreamEvent};
 use crate::{Shared, metrics_names};
 
 /// How long JetStream waits for an ack before redelivering; long enough for a slow reaction,
@@ -174,9 +177,6 @@ async fn handle_event(shared: &Shared, event: &RecordedEvent) -> Result<(), Fail
                     event.stream_id
                 )));
             };
-            if event.event_type == "FollowUpDue" {
-                shared.announce_follow_up_due(event).await?;
-            }
             handle_deal_event(shared, deal_id, event, correlation_id).await
         }
         LeadId::CATEGORY if event.event_type == "LeadCaptured" => {
@@ -222,68 +222,177 @@ fn workflow_context(
     }
 }
 
-/// Folds the deal's whole stream; `None` if it has no `OpportunityCreated` (yet).
-async fn load_deal(
-    shared: &Shared,
-    deal_id: OpportunityId,
-) -> Result<Option<(DealView, i64)>, Failure> {
-    let recorded = shared
-        .handler
-        .store()
-        .read_stream(&deal_id.stream_id())
-        .await?;
-    let mut decoded = Vec::with_capacity(recorded.len());
-    for stored in recorded {
-        let event: OpportunityEvent = codec::decode(
-            &stored.event_type,
-            stored.schema_version,
-            stored.data.clone(),
-        )
-        .map_err(|error| {
-            let place = format!("{} version {}", stored.stream_id, stored.stream_version);
-            match Failure::from(error) {
-                Failure::AwaitingUpgrade(reason) => {
-                    Failure::AwaitingUpgrade(format!("{place}: {reason}"))
-                }
-                other => Failure::Permanent(format!("{place}: {other}")),
-            }
-        })?;
-        decoded.push((stored.recorded_at, stored.stream_version, event));
-    }
-    let version = decoded.last().map_or(0, |(_, version, _)| *version);
-    let view = DealView::fold(decoded.iter().map(|(at, _, event)| (*at, event)));
-    Ok(view.map(|view| (view, version)))
+/// A deal's stream as the store holds it, each event decoded.
+struct DealStream {
+    recorded: Vec<RecordedEvent>,
+    decoded: Vec<OpportunityEvent>,
 }
 
+impl DealStream {
+    async fn read(shared: &Shared, deal_id: OpportunityId) -> Result<DealStream, Failure> {
+        let recorded = shared
+            .handler
+            .store()
+            .read_stream(&deal_id.stream_id())
+            .await?;
+        let decoded = recorded
+            .iter()
+            .map(|stored| {
+                codec::decode(
+                    &stored.event_type,
+                    stored.schema_version,
+                    stored.data.clone(),
+                )
+                .map_err(|error| {
+                    let place = format!("{} version {}", stored.stream_id, stored.stream_version);
+                    match Failure::from(error) {
+                        Failure::AwaitingUpgrade(reason) => {
+                            Failure::AwaitingUpgrade(format!("{place}: {reason}"))
+                        }
+                        other => Failure::Permanent(format!("{place}: {other}")),
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(DealStream { recorded, decoded })
+    }
+
+    fn version(&self) -> i64 {
+        self.recorded.last().map_or(0, |event| event.stream_version)
+    }
+
+    fn at(&self, version: i64) -> Option<(&RecordedEvent, &OpportunityEvent)> {
+        let index = self
+            .recorded
+            .iter()
+            .position(|event| event.stream_version == version)?;
+        Some((&self.recorded[index], &self.decoded[index]))
+    }
+
+    /// The deal now; `None` if it has no `OpportunityCreated`.
+    fn current(&self) -> Option<DealView> {
+        DealView::fold(
+            self.recorded
+                .iter()
+                .zip(&self.decoded)
+                .map(|(stored, event)| (stored.recorded_at, event)),
+        )
+    }
+
+    /// The deal as the rules see it when reacting to the event at `version`.
+    fn as_of(&self, version: i64) -> Option<Opportunity> {
+        let events: Vec<StreamEvent<'_>> = self
+            .recorded
+            .iter()
+            .zip(&self.decoded)
+            .map(|(stored, event)| StreamEvent {
+                event_id: stored.event_id,
+                version: stored.stream_version,
+                reaction_to: reaction_to(stored),
+                event,
+            })
+            .collect();
+        step::deal_as_of(&events, version)
+    }
+}
+
+/// The event a rule appended `event` in reaction to, from its metadata.
+fn reaction_to(event: &RecordedEvent) -> Option<Uuid> {
+    let by_workflow = event
+        .metadata
+        .get("actor")
+        .and_then(|actor| actor.as_str())
+        .is_some_and(|actor| actor.starts_with("workflow:"));
+    // A timer's FollowUpDue is the workflow's too, but it answers the clock, not an event.
+    if by_workflow && event.event_type != "FollowUpDue" {
+        metadata_uuid(event, "causation_id")
+    } else {
+        None
+    }
+}
+
+/// Handles the deal's events up to the delivered one, in stream order, under the deal's lock in
+/// the workflow's tables: the events before it that nobody has handled yet first (read from the
+/// store), then this one; then re-plans the deal's timers. Lock, plan and progress commit
+/// together, so a crash in between leaves everything to the redelivery, whose commands have the
+/// same ids and are no-ops where they already took effect.
 async fn handle_deal_event(
     shared: &Shared,
     deal_id: OpportunityId,
     event: &RecordedEvent,
     correlation_id: Uuid,
 ) -> Result<(), Failure> {
-    let decoded: OpportunityEvent =
-        codec::decode(&event.event_type, event.schema_version, event.data.clone())?;
-    let Some((view, version)) = load_deal(shared, deal_id).await? else {
-        // The published event is committed, so its stream cannot be empty; a deal whose first
-        // event is not OpportunityCreated has nothing to react to.
+    let mut client = shared.pool.get().await.map_err(StoreError::from)?;
+    let transaction = client.transaction().await.map_err(StoreError::from)?;
+    let handled = db::lock_deal(&transaction, deal_id.0).await?;
+    if handled >= event.stream_version {
         return Ok(());
-    };
+    }
+    let mut stream = DealStream::read(shared, deal_id).await?;
+    for version in handled + 1..=event.stream_version {
+        let Some((trigger, decoded)) = stream.at(version) else {
+            return Err(Failure::Transient(format!(
+                "{} has no version {version} yet",
+                event.stream_id
+            )));
+        };
+        let (trigger, decoded) = (trigger.clone(), decoded.clone());
+        if trigger.event_type == "FollowUpDue" {
+            shared.announce_follow_up_due(&trigger).await?;
+        }
+        if react(shared, deal_id, &stream, &trigger, &decoded).await? {
+            // The next event is decided with this one's reactions, as if they came first.
+            stream = DealStream::read(shared, deal_id).await?;
+        }
+    }
 
+    let mut planned = false;
+    if let Some(view) = stream.current() {
+        let plan = step::plan_timers(&shared.config, deal_id, &view);
+        let cause = db::Cause {
+            correlation_id,
+            causation_id: event.event_id,
+        };
+        planned = db::store_plan(&transaction, deal_id.0, stream.version(), &plan, &cause).await?;
+    }
+    db::mark_handled(&transaction, deal_id.0, event.stream_version).await?;
+    transaction.commit().await.map_err(StoreError::from)?;
+    if planned {
+        // Wake this instance's timer loop: the plan may hold a timer sooner than it sleeps for.
+        shared.timers_changed.notify_one();
+    }
+    Ok(())
+}
+
+/// Sends the rules' commands in reaction to `trigger`, decided on the deal as of `trigger`.
+/// Returns whether any was accepted (the stream may have grown).
+async fn react(
+    shared: &Shared,
+    deal_id: OpportunityId,
+    stream: &DealStream,
+    trigger: &RecordedEvent,
+    decoded: &OpportunityEvent,
+) -> Result<bool, Failure> {
+    let Some(deal) = stream.as_of(trigger.stream_version) else {
+        // A stream whose first event is not OpportunityCreated has nothing to react to.
+        return Ok(false);
+    };
+    let correlation_id = metadata_uuid(trigger, "correlation_id").unwrap_or(trigger.event_id);
     let reactions = step::react(
         &shared.config,
-        event.event_id,
-        &event.event_type,
-        &decoded,
-        &view.deal,
-        event.recorded_at,
+        trigger.event_id,
+        &trigger.event_type,
+        decoded,
+        &deal,
+        trigger.recorded_at,
     );
     let mut appended = false;
     for reaction in &reactions {
-        let context = workflow_context(
+        let mut context = workflow_context(
             &reaction.rule,
             reaction.command_id,
             correlation_id,
-            event.event_id,
+            trigger.event_id,
         );
         let request = match &reaction.action {
             DealAction::ScheduleFollowUp {
@@ -296,10 +405,28 @@ async fn handle_deal_event(
                 due_at: *due_at,
                 rule: rule_text(&reaction.rule),
             }),
-            DealAction::MoveToStage { stage, reason } => OpportunityRequest::ChangeStage {
-                stage: stage.clone(),
-                reason: Some(reason.clone()),
-            },
+            DealAction::MoveToStage {
+                from,
+                stage,
+                reason,
+            } => {
+                // The move was decided in `from`; made only at the version that shows the deal
+                // still there, so that nobody's later move is undone.
+                let loaded = shared.handler.load_opportunity(deal_id).await?;
+                if !loaded
+                    .state
+                    .as_ref()
+                    .is_some_and(|now| now.is_open() && &now.stage == from)
+                {
+                    tracing::info!(rule = %reaction.rule, "the deal has moved on; stage left as it is");
+                    continue;
+                }
+                context.expected_version = Some(loaded.version);
+                OpportunityRequest::ChangeStage {
+                    stage: stage.clone(),
+                    reason: Some(reason.clone()),
+                }
+            }
             DealAction::CompleteFollowUp { follow_up_id } => {
                 OpportunityRequest::Other(OpportunityCommand::CompleteFollowUp {
                     follow_up_id: *follow_up_id,
@@ -323,33 +450,15 @@ async fn handle_deal_event(
                 metrics::counter!(metrics_names::REACTIONS, "rule" => reaction.rule.clone())
                     .increment(1);
             }
-            // The deal moved on between our read and the command (completed elsewhere, closed,
-            // a stage no longer in the pipeline): the rule simply no longer applies.
+            // What the deal no longer accepts (closed since, a follow-up completed elsewhere, a
+            // stage no longer in the pipeline): the rule simply no longer applies.
             Err(CommandError::Rejected(rejection)) => {
                 tracing::info!(rule = %reaction.rule, refused = rejection.rule, detail = %rejection.detail, "workflow command refused");
             }
             Err(error) => return Err(error.into()),
         }
     }
-
-    // Plan from the stream as it is now, including what the reactions just appended, so that a
-    // follow-up scheduled a moment ago already has its timer. Without accepted reactions the
-    // first read is as good. A stream only grows, so a deal read once is there on the re-read.
-    let (view, version) = if appended {
-        load_deal(shared, deal_id).await?.unwrap_or((view, version))
-    } else {
-        (view, version)
-    };
-    let plan = step::plan_timers(&shared.config, deal_id, &view);
-    let cause = db::Cause {
-        correlation_id,
-        causation_id: event.event_id,
-    };
-    if db::store_plan(&shared.pool, deal_id.0, version, &plan, &cause).await? {
-        // Wake this instance's timer loop: the plan may hold a timer sooner than it sleeps for.
-        shared.timers_changed.notify_one();
-    }
-    Ok(())
+    Ok(appended)
 }
 
 fn rule_text(rule: &str) -> Text {

@@ -3,7 +3,7 @@
 //! `workflow_schema_migrations` table, so they never collide with the event store's.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use eventstore::{Migration, StoreError};
 use uuid::Uuid;
 
@@ -25,6 +25,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "timer_retry",
         sql: include_str!("../migrations/0003_timer_retry.sql"),
     },
+    Migration {
+        version: 4,
+        name: "deal_progress",
+        sql: include_str!("../migrations/0004_deal_progress.sql"),
+    },
 ];
 
 /// Creates or updates the workflow's tables. Idempotent and safe when several processes start at
@@ -40,19 +45,20 @@ pub struct Cause {
     pub causation_id: Uuid,
 }
 
-/// Makes a deal's unfired timers match `plan`, computed from stream version `version`. Returns
-/// false when a plan from a newer version was already stored (this one is then dropped).
-pub async fn store_plan(
-    pool: &Pool,
+/// How long a handler waits for another one (in this or another instance) that holds the same
+/// deal. Longer than handling a deal's events normally takes; past it the message is
+/// redelivered later rather than tying up a connection.
+const DEAL_LOCK_TIMEOUT: &str = "5s";
+
+/// Locks the deal's progress row for the rest of `transaction` and returns the last stream
+/// version handled. Everyone handling the deal's events serializes here.
+pub async fn lock_deal(
+    transaction: &Transaction<'_>,
     opportunity_id: Uuid,
-    version: i64,
-    plan: &[PlannedTimer],
-    cause: &Cause,
-) -> Result<bool, StoreError> {
-    let mut client = pool.get().await?;
-    let transaction = client.transaction().await?;
-    // Upsert, then lock the deal's row: concurrent planners of one deal serialize here, and the
-    // one holding the newer version wins whatever the commit order.
+) -> Result<i64, StoreError> {
+    transaction
+        .batch_execute(&format!("set local lock_timeout = '{DEAL_LOCK_TIMEOUT}'"))
+        .await?;
     transaction
         .execute(
             "insert into workflow_deals (opportunity_id, planned_version) values ($1, 0)
@@ -60,9 +66,43 @@ pub async fn store_plan(
             &[&opportunity_id],
         )
         .await?;
+    Ok(transaction
+        .query_one(
+            "select handled_version from workflow_deals where opportunity_id = $1 for update",
+            &[&opportunity_id],
+        )
+        .await?
+        .try_get(0)?)
+}
+
+/// Records that the deal's events up to `version` are handled (under [`lock_deal`]'s lock).
+pub async fn mark_handled(
+    transaction: &Transaction<'_>,
+    opportunity_id: Uuid,
+    version: i64,
+) -> Result<(), StoreError> {
+    transaction
+        .execute(
+            "update workflow_deals set handled_version = $2 where opportunity_id = $1",
+            &[&opportunity_id, &version],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Makes a deal's unfired timers match `plan`, computed from stream version `version`, within
+/// `transaction` (which holds [`lock_deal`]'s lock). Returns false when a plan from this or a
+/// newer version was already stored (this one is then dropped).
+pub async fn store_plan(
+    transaction: &Transaction<'_>,
+    opportunity_id: Uuid,
+    version: i64,
+    plan: &[PlannedTimer],
+    cause: &Cause,
+) -> Result<bool, StoreError> {
     let planned: i64 = transaction
         .query_one(
-            "select planned_version from workflow_deals where opportunity_id = $1 for update",
+            "select planned_version from workflow_deals where opportunity_id = $1",
             &[&opportunity_id],
         )
         .await?
@@ -113,7 +153,6 @@ pub async fn store_plan(
             &[&opportunity_id, &version],
         )
         .await?;
-    transaction.commit().await?;
     Ok(true)
 }
 

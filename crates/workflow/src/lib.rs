@@ -11,7 +11,8 @@
 //! [`CommandHandler`] as the API, with actor `workflow:<rule>`, so it lands in the deal's history;
 //! every command id is derived from its cause ([`ids`]), so redelivery and several instances are
 //! harmless. It keeps no copy of deal state that could drift: conditions are checked against the
-//! deal's stream. Read `step` first, then `consumer` and `timers`.
+//! deal's stream, and one deal's events are handled in stream order (`consumer`). Read `step`
+//! first, then `consumer` and `timers`.
 
 pub mod clock;
 pub mod config;
@@ -63,8 +64,9 @@ pub struct ServiceOptions {
     /// The JetStream stream that stores the notifications (and de-duplicates them by message
     /// id); created on start if missing. Default `<events_stream>_NOTIFICATIONS`.
     pub notifications_stream: String,
-    /// Messages handled at once by one instance. Each holds at most one pooled connection at a
-    /// time, so keep it well below the pool's size.
+    /// Messages handled at once by one instance. Each holds its deal's lock on one pooled
+    /// connection and uses at most one more at a time, so keep twice this well below the pool's
+    /// size.
     pub concurrency: usize,
 }
 

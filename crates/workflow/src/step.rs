@@ -1,13 +1,15 @@
-//! The pure part of the workflow: given the rules, a triggering event and the deal as the store
-//! holds it, which commands to send and which timers should exist. No I/O and no clock: the
-//! shell (`consumer`, `timers`) passes the times it needs and carries the results out.
+//! The pure part of the workflow: given the rules, a triggering event and the deal as the
+//! workflow should see it, which commands to send and which timers should exist. No I/O and no
+//! clock: the shell (`consumer`, `timers`) passes the times it needs and carries the results out.
 //!
-//! Conditions are evaluated against the deal's *current* state (folded from its stream when the
-//! workflow reacts), not against a copy the workflow keeps: with several instances or concurrent
-//! deliveries, events of one deal may be handled out of order, and the stream is the one view
-//! that is always complete and ordered. So "ActivityLogged while in new" means "the deal is still
-//! in new when the workflow sees the activity", which also keeps a late reaction from moving a
-//! deal backwards.
+//! Rules are decided against the deal as of their triggering event ([`deal_as_of`]): its stream
+//! up to that event, plus the workflow's own reactions to the events before it, wherever they
+//! landed in the stream. That is what a workflow that had kept up would have seen, so the outcome
+//! does not depend on how late, in what order or by which instance an event is handled (the shell
+//! handles one deal's events in stream order). A decision on that older state must still be valid
+//! now: the domain refuses what the deal no longer accepts, and a stage move carries the stage
+//! it was decided in ([`DealAction::MoveToStage`]), so a late reaction never moves a deal back.
+//! Timers are planned from the deal's current state.
 
 use std::collections::HashMap;
 
@@ -43,7 +45,10 @@ pub enum DealAction {
         kind: FollowUpKind,
         due_at: DateTime<Utc>,
     },
+    /// Only while the deal is still in `from`, the stage the rule saw: a deal moved on since (by
+    /// someone else) is left where it is.
     MoveToStage {
+        from: StageName,
         stage: StageName,
         reason: Text,
     },
@@ -102,8 +107,42 @@ impl DealView {
     }
 }
 
+/// One event of a deal's stream, with what [`deal_as_of`] needs to know of where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamEvent<'a> {
+    pub event_id: Uuid,
+    pub version: i64,
+    /// The event a workflow rule appended this one in reaction to (its causation id); `None`
+    /// for everything else, including the `FollowUpDue` of a timer, which is no reaction.
+    pub reaction_to: Option<Uuid>,
+    pub event: &'a OpportunityEvent,
+}
+
+/// The deal as the rules should see it when reacting to the event at `version`: the stream up
+/// to it, plus the reactions to earlier events appended after it (a workflow that had kept up
+/// would have appended them before it). Reactions to the event itself are left out, so deciding
+/// again after a crash gives the same answer. `None` until the deal is created.
+pub fn deal_as_of(stream: &[StreamEvent<'_>], version: i64) -> Option<Opportunity> {
+    let earlier: std::collections::HashSet<Uuid> = stream
+        .iter()
+        .filter(|event| event.version < version)
+        .map(|event| event.event_id)
+        .collect();
+    stream
+        .iter()
+        .filter(|event| {
+            event.version <= version
+                || event
+                    .reaction_to
+                    .is_some_and(|cause| earlier.contains(&cause))
+        })
+        .fold(None, |state, event| {
+            OpportunityDecider::evolve(state, event.event)
+        })
+}
+
 /// The commands the rules ask for in reaction to `event` (of type `event_type`, id `event_id`,
-/// recorded at `recorded_at`). `deal` is the deal's current state.
+/// recorded at `recorded_at`). `deal` is the deal as of the event ([`deal_as_of`]).
 ///
 /// Follow-ups fall due `after` the event was recorded, not after the workflow got to it: a
 /// backlog or a redelivery then neither delays them nor gives one follow-up different due times.
@@ -150,6 +189,7 @@ pub fn react(
                             rule: rule.name.clone(),
                             command_id: ids::reaction_command(event_id, &rule.name, None),
                             action: DealAction::MoveToStage {
+                                from: deal.stage.clone(),
                                 stage: stage.clone(),
                                 reason: reason.clone(),
                             },
