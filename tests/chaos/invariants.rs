@@ -98,8 +98,12 @@ pub fn check_log(events: &[StoredEvent]) -> Vec<String> {
 /// Every acknowledged command's events are in the store exactly once: the events the load's
 /// actor appended under the command's correlation id share one command id and form one
 /// unbroken run of positions (one transaction) that ends at the answered position. A command
-/// appended twice would leave two runs; a lost one, none.
-pub fn check_acknowledged(events: &[StoredEvent], acknowledged: &[Acknowledged]) -> Vec<String> {
+/// appended twice would leave two runs; a lost one, none. Also answers how many commands had
+/// events to check.
+pub fn check_acknowledged(
+    events: &[StoredEvent],
+    acknowledged: &[Acknowledged],
+) -> (Vec<String>, usize) {
     let actor = format!("api:{ACTOR}");
     let mut by_correlation: HashMap<&str, Vec<&StoredEvent>> = HashMap::new();
     for event in events {
@@ -110,6 +114,7 @@ pub fn check_acknowledged(events: &[StoredEvent], acknowledged: &[Acknowledged])
         }
     }
     let mut violations = Vec::new();
+    let mut with_events = 0;
     for command in acknowledged {
         let key = command.key.to_string();
         let answered = command.answer["position"].as_i64();
@@ -126,6 +131,7 @@ pub fn check_acknowledged(events: &[StoredEvent], acknowledged: &[Acknowledged])
             }
             continue;
         };
+        with_events += 1;
         let command_ids: Vec<_> = found
             .iter()
             .map(|event| event.metadata("command_id"))
@@ -144,7 +150,7 @@ pub fn check_acknowledged(events: &[StoredEvent], acknowledged: &[Acknowledged])
             ));
         }
     }
-    violations
+    (violations, with_events)
 }
 
 /// The JetStream stream holds every event exactly once, in position order: message n is the

@@ -227,7 +227,7 @@ pub async fn worker(load: Load, mut rng: Rng, stop: Arc<AtomicBool>) {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(rng.between(50, 1_200))).await;
+            tokio::time::sleep(Duration::from_millis(rng.between(50, 800))).await;
             if !step(&load, &mut rng, &mut deal).await {
                 break;
             }

@@ -94,7 +94,7 @@ impl Size {
             }
             Ok("quick") | Err(_) => Size {
                 name: "quick",
-                workers: 6,
+                workers: 10,
                 chaos_for: Duration::ZERO,
                 gap_ms: (2_000, 4_000),
             },
@@ -266,18 +266,16 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
     let events = invariants::load_events(&client).await;
     violations.push(("the log", invariants::check_log(&events)));
     let ledger = std::mem::take(&mut *load.ledger.lock().expect("the ledger"));
-    violations.push((
-        "acknowledged commands",
-        invariants::check_acknowledged(&events, &ledger.acknowledged),
-    ));
+    let (acknowledged_violations, commands_with_events) =
+        invariants::check_acknowledged(&events, &ledger.acknowledged);
+    violations.push(("acknowledged commands", acknowledged_violations));
     violations.push((
         "the JetStream stream",
         invariants::check_stream(&nats_url, &events).await,
     ));
-    violations.push((
-        "read models",
-        read_models_match_replay(&client, &injector, events.len() as i64).await,
-    ));
+    let (read_model_violations, read_model_rows) =
+        read_models_match_replay(&client, &injector, events.len() as i64).await;
+    violations.push(("read models", read_model_violations));
     let (follow_up_violations, follow_ups) = invariants::check_follow_ups(&events, quiet_at);
     violations.push(("follow-ups", follow_up_violations));
     violations.push(("5xx other than 503", ledger.server_errors.clone()));
@@ -303,10 +301,10 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
          faults: {} kills {:?}, {} freezes of {:?} {:?}, {} nats-server restarts, postgres \
          restarts {:?}\n  \
          unexpected exits (restarted by the supervisor): {} {:?}\n  \
-         commands: {} acknowledged, {} refused, {} abandoned; {} queries; {} requests without \
+         commands: {} acknowledged ({} with events, the others no-ops), {} refused, {} abandoned; {} queries; {} requests without \
          an answer; statuses {:?}\n  \
          events: {} stored; {} follow-ups scheduled, {} of them fired, {} reminders fired \
-         ({} FollowUpDue)",
+         ({} FollowUpDue); {} read-model rows equal to a rebuild",
         size.name,
         started_in.as_secs_f64(),
         chaos_lasted.as_secs_f64(),
@@ -321,6 +319,7 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
         unexpected_exits.len(),
         unexpected_exits,
         ledger.acknowledged.len(),
+        commands_with_events,
         ledger.refused.len(),
         ledger.abandoned,
         ledger.queries,
@@ -331,6 +330,7 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
         follow_ups.fired,
         follow_ups.reminders_fired,
         follow_up_dues,
+        read_model_rows,
     );
     for refusal in ledger.refused.iter().take(10) {
         println!("  refused: {refusal}");
@@ -467,7 +467,7 @@ async fn read_models_match_replay(
     client: &tokio_postgres::Client,
     injector: &Injector,
     head: i64,
-) -> Vec<String> {
+) -> (Vec<String>, usize) {
     let mut violations = Vec::new();
     for row in client
         .query(
@@ -502,5 +502,5 @@ async fn read_models_match_replay(
     }
     let replayed = invariants::snapshot_read_models(client).await;
     violations.extend(invariants::compare_read_models(&live, &replayed));
-    violations
+    (violations, live.values().map(Vec::len).sum())
 }
