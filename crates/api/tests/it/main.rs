@@ -16,3 +16,4 @@ mod opportunities;
 mod pipelines;
 mod python;
 mod queries;
+mod timeouts;
