@@ -2,6 +2,7 @@
 //! SPEC section 1, the stored event shapes, and property tests for every decider.
 
 mod codec;
+mod decoder_fuzz;
 mod lead;
 mod opportunity;
 mod pipeline;
