@@ -147,6 +147,11 @@ async fn append_batch(pool: &Pool, requests: &[&AppendRequest], stats: &Stats) -
         Ok(answers) => return answers,
         Err(BatchFailure::Unavailable(source)) => {
             tracing::warn!(error = %source, "append batch failed: database unavailable");
+            if crate::error::is_stale_statement(&*source) {
+                // A migration changed a table under the statements prepared on the pool's
+                // connections; they would fail on every reuse, so the retry prepares anew.
+                pool.manager().statement_caches.clear();
+            }
             return vec![Err(AppendError::Unavailable(source)); requests.len()];
         }
         Err(BatchFailure::Unexpected(source)) => {

@@ -8,6 +8,7 @@
 use std::error::Error as StdError;
 use std::sync::Arc;
 
+use tokio_postgres::error::{DbError, SqlState};
 use uuid::Uuid;
 
 use crate::types::ExpectedVersion;
@@ -79,26 +80,14 @@ impl std::fmt::Display for Message {
 
 impl StdError for Message {}
 
-/// Whether a driver error means the server could not be reached or dropped us, as opposed to
-/// the server refusing a statement.
-pub(crate) fn is_connectivity(error: &tokio_postgres::Error) -> bool {
+/// Whether a driver error is worth retrying later: the server could not be reached or dropped
+/// us, or it refused the statement for a reason that passes by itself.
+pub(crate) fn is_transient(error: &tokio_postgres::Error) -> bool {
     if error.is_closed() {
         return true;
     }
     if let Some(db_error) = error.as_db_error() {
-        let code = db_error.code().code();
-        // Class 08 is "connection exception"; 57P0x are shutdowns and "cannot connect now";
-        // class 53 is insufficient resources (disk full, out of memory, too many connections).
-        // The others are not connectivity but are equally worth retrying, so they are classified
-        // with them: 40001/40P01 (serialization failure, deadlock), 55P03 (lock_timeout, which
-        // is how an append answers while a frozen writer holds the append lock), 57014 (a
-        // statement_timeout or cancel) and 25P03 (the server ended an idle transaction).
-        return code.starts_with("08")
-            || code.starts_with("53")
-            || matches!(
-                code,
-                "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03" | "57014" | "25P03"
-            );
+        return is_passing_code(db_error.code());
     }
     // tokio-postgres keeps its error kinds private. A failure with an I/O error underneath is a
     // transport failure; the timeout kind has no source, so it is recognised by its fixed text.
@@ -113,6 +102,60 @@ pub(crate) fn is_connectivity(error: &tokio_postgres::Error) -> bool {
     text.starts_with("timeout waiting for server")
         || text.starts_with("error connecting to server")
         || text.starts_with("error communicating with the server")
+}
+
+/// Whether PostgreSQL refused a statement for a reason that passes by itself, so that running it
+/// again later can succeed. Corruption (`XX001`, `XX002`), a broken statement (class 42) or a
+/// value the server rejects (class 22) are not: retrying those would hide a defect forever.
+pub fn is_passing_code(code: &SqlState) -> bool {
+    let code = code.code();
+    // 08: connection exception. 40: transaction rollback (serialization failure, deadlock): the
+    // same transaction run again normally succeeds. 53: insufficient resources (disk full, out
+    // of memory, too many connections).
+    code.starts_with("08")
+        || code.starts_with("40")
+        || code.starts_with("53")
+        || [
+            // A DBA's statement_timeout, or pg_cancel_backend.
+            SqlState::QUERY_CANCELED,
+            // lock_timeout: also how an append answers while a frozen writer holds the append
+            // lock.
+            SqlState::LOCK_NOT_AVAILABLE,
+            // "cached plan must not change result type" after a migration; PostgreSQL uses no
+            // more specific code for it (see `StoreError::is_stale_statement`).
+            SqlState::FEATURE_NOT_SUPPORTED,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::IDLE_SESSION_TIMEOUT,
+            SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            SqlState::SYSTEM_ERROR,
+            SqlState::IO_ERROR,
+            SqlState::SNAPSHOT_TOO_OLD,
+        ]
+        .iter()
+        .any(|passing| passing.code() == code)
+        // transaction_timeout (PostgreSQL 17), newer than the driver's list of codes.
+        || code == "25P04"
+}
+
+/// The server's own error anywhere in the chain.
+pub fn database_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a DbError> {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(database) = current.downcast_ref::<DbError>() {
+            return Some(database);
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// Whether `error` is PostgreSQL refusing a statement it prepared before a migration changed the
+/// statement's result type. Such a statement fails on every reuse on its connection, so the
+/// pool's prepared statements must be dropped before a retry can succeed.
+pub fn is_stale_statement(error: &(dyn StdError + 'static)) -> bool {
+    database_error(error).is_some_and(|error| *error.code() == SqlState::FEATURE_NOT_SUPPORTED)
 }
 
 /// Keeps the server's own error as the source when there is one, since the driver's wrapper only
@@ -131,7 +174,7 @@ fn pg_source(error: tokio_postgres::Error) -> ErrorSource {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> StoreError {
-        if is_connectivity(&error) {
+        if is_transient(&error) {
             StoreError::Unavailable(pg_source(error))
         } else {
             StoreError::Unexpected(pg_source(error))

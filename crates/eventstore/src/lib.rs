@@ -28,7 +28,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-pub use error::{AppendError, ErrorSource, StoreError};
+pub use error::{
+    AppendError, ErrorSource, StoreError, database_error, is_passing_code, is_stale_statement,
+};
 pub use migrate::{Migration, apply_migrations, migrate, migrations};
 pub use store::EventStore;
 pub use types::{

@@ -2,18 +2,16 @@
 //! unavailable, or PostgreSQL refusing a statement for a passing reason), stop (corrupt or
 //! unexpected), or a condition the caller asked for.
 //!
-//! The event store calls only connection failures "unavailable"; a statement the server refused
-//! comes back "unexpected" whatever the reason. A projector that stopped the node on a DBA's
-//! `statement_timeout` or a deadlock would turn a passing hiccup into an outage, so those
-//! refusals are sorted here by SQLSTATE ([`is_passing_refusal`]). The relay keeps the same list
-//! (`relay::error`); both would shrink to nothing if the store classified them itself.
+//! Which PostgreSQL refusals pass by themselves (a DBA's `statement_timeout`, a deadlock, a plan
+//! invalidated by a migration) is decided once, by the event store's classification
+//! (`eventstore::is_passing_code`): they arrive here as `StoreError::Unavailable`.
 
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
 use eventstore::StoreError;
-use tokio_postgres::error::{DbError, SqlState};
+use tokio_postgres::error::SqlState;
 
 use crate::runner::FaultPoint;
 
@@ -93,8 +91,7 @@ impl ProjectorError {
     /// before a retry can succeed.
     pub(crate) fn is_stale_statement(&self) -> bool {
         match self {
-            ProjectorError::Unavailable(source) => database_error(&**source)
-                .is_some_and(|error| *error.code() == SqlState::FEATURE_NOT_SUPPORTED),
+            ProjectorError::Unavailable(source) => eventstore::is_stale_statement(&**source),
             _ => false,
         }
     }
@@ -103,7 +100,7 @@ impl ProjectorError {
     /// (`lock_timeout`).
     pub(crate) fn is_lock_timeout(&self) -> bool {
         match self {
-            ProjectorError::Unavailable(source) => database_error(&**source)
+            ProjectorError::Unavailable(source) => eventstore::database_error(&**source)
                 .is_some_and(|error| *error.code() == SqlState::LOCK_NOT_AVAILABLE),
             _ => false,
         }
@@ -124,60 +121,9 @@ impl From<StoreError> for ProjectorError {
     fn from(error: StoreError) -> ProjectorError {
         match error {
             StoreError::Unavailable(source) => ProjectorError::Unavailable(source),
-            StoreError::Unexpected(source) if is_passing_refusal(&*source) => {
-                ProjectorError::Unavailable(source)
-            }
             StoreError::Unexpected(source) => ProjectorError::Unexpected(source),
         }
     }
-}
-
-/// Whether PostgreSQL refused a statement for a reason that passes by itself, so that running it
-/// again later can succeed. Corruption (`XX001`, `XX002`), a broken statement (class 42) or a
-/// value the server rejects (class 22) are not: retrying those would hide a defect forever.
-fn is_passing_refusal(error: &(dyn StdError + 'static)) -> bool {
-    let Some(code) = database_error(error).map(|error| error.code().code()) else {
-        return false;
-    };
-    // 08: connection exception. 40: transaction rollback (serialization failure, deadlock): the
-    // same transaction run again normally succeeds. 53: insufficient resources (disk full, out
-    // of memory, too many connections).
-    code.starts_with("08")
-        || code.starts_with("40")
-        || code.starts_with("53")
-        || [
-            // A DBA's statement_timeout, or pg_cancel_backend.
-            SqlState::QUERY_CANCELED,
-            // lock_timeout, or NOWAIT.
-            SqlState::LOCK_NOT_AVAILABLE,
-            // "cached plan must not change result type" after a migration; PostgreSQL uses no
-            // more specific code for it (see `ProjectorError::is_stale_statement`).
-            SqlState::FEATURE_NOT_SUPPORTED,
-            SqlState::ADMIN_SHUTDOWN,
-            SqlState::CRASH_SHUTDOWN,
-            SqlState::CANNOT_CONNECT_NOW,
-            SqlState::IDLE_SESSION_TIMEOUT,
-            SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
-            SqlState::SYSTEM_ERROR,
-            SqlState::IO_ERROR,
-            SqlState::SNAPSHOT_TOO_OLD,
-        ]
-        .iter()
-        .any(|passing| passing.code() == code)
-        // transaction_timeout (PostgreSQL 17), newer than the driver's list of codes.
-        || code == "25P04"
-}
-
-/// The server's own error anywhere in the chain.
-fn database_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a DbError> {
-    let mut cause = Some(error);
-    while let Some(current) = cause {
-        if let Some(database) = current.downcast_ref::<DbError>() {
-            return Some(database);
-        }
-        cause = current.source();
-    }
-    None
 }
 
 impl From<tokio_postgres::Error> for ProjectorError {

@@ -6,16 +6,13 @@
 //! no retry can fix (a stream that belongs to another database, an event too large for NATS, a
 //! stream configuration the server refuses).
 //!
-//! The event store calls only connection failures "unavailable"; a statement the server refused
-//! comes back "unexpected" whatever the reason. A relay that stopped the node on a DBA's
-//! `statement_timeout` or a deadlock would turn a passing hiccup into an outage, so this module
-//! sorts those refusals by SQLSTATE ([`is_passing_refusal`]).
-
-use std::error::Error as StdError;
+//! Which PostgreSQL refusals pass by themselves (a DBA's `statement_timeout`, a deadlock, a plan
+//! invalidated by a migration) is decided once, by the event store's classification
+//! (`eventstore::is_passing_code`): they arrive here as `StoreError::Unavailable`, and a relay
+//! that stopped the node on them would turn a passing hiccup into an outage.
 
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use eventstore::StoreError;
-use tokio_postgres::error::{DbError, SqlState};
 
 /// A boxed cause, kept for the logs.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -84,7 +81,13 @@ impl RelayError {
     /// Such a statement fails on every reuse, so the pool's prepared statements must be dropped
     /// before a retry can succeed.
     pub(crate) fn is_stale_statement(&self) -> bool {
-        database_error(self).is_some_and(|error| *error.code() == SqlState::FEATURE_NOT_SUPPORTED)
+        let RelayError::Unavailable { source, .. } = self else {
+            return false;
+        };
+        match source.downcast_ref::<SharedSource>() {
+            Some(SharedSource(shared)) => eventstore::is_stale_statement(&**shared),
+            None => eventstore::is_stale_statement(&**source),
+        }
     }
 
     pub(crate) fn nats(source: impl Into<BoxError>) -> RelayError {
@@ -102,70 +105,11 @@ impl From<StoreError> for RelayError {
                 what: "event store",
                 source: Box::new(SharedSource(source)),
             },
-            StoreError::Unexpected(source) if is_passing_refusal(&*source) => {
-                RelayError::Unavailable {
-                    what: "event store",
-                    source: Box::new(SharedSource(source)),
-                }
-            }
             StoreError::Unexpected(source) => {
                 RelayError::Unexpected(Box::new(SharedSource(source)))
             }
         }
     }
-}
-
-/// Whether PostgreSQL refused a statement for a reason that passes by itself, so that running it
-/// again later can succeed. Corruption (`XX001`, `XX002`), a broken statement (class 42) or a
-/// value the server rejects (class 22) are not: retrying those would hide a defect forever.
-pub(crate) fn is_passing_refusal(error: &(dyn StdError + 'static)) -> bool {
-    database_error(error).is_some_and(|error| is_passing_code(error.code()))
-}
-
-fn is_passing_code(code: &SqlState) -> bool {
-    let code = code.code();
-    // 08: connection exception. 40: transaction rollback (serialization failure, deadlock): the
-    // same transaction run again normally succeeds. 53: insufficient resources (disk full, out
-    // of memory, too many connections).
-    code.starts_with("08")
-        || code.starts_with("40")
-        || code.starts_with("53")
-        || [
-            // A DBA's statement_timeout, or pg_cancel_backend.
-            SqlState::QUERY_CANCELED,
-            // lock_timeout, or NOWAIT.
-            SqlState::LOCK_NOT_AVAILABLE,
-            // "cached plan must not change result type" after a migration; PostgreSQL uses no
-            // more specific code for it (see `RelayError::is_stale_statement`).
-            SqlState::FEATURE_NOT_SUPPORTED,
-            SqlState::ADMIN_SHUTDOWN,
-            SqlState::CRASH_SHUTDOWN,
-            SqlState::CANNOT_CONNECT_NOW,
-            SqlState::IDLE_SESSION_TIMEOUT,
-            SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
-            SqlState::SYSTEM_ERROR,
-            SqlState::IO_ERROR,
-            SqlState::SNAPSHOT_TOO_OLD,
-        ]
-        .iter()
-        .any(|passing| passing.code() == code)
-        // transaction_timeout (PostgreSQL 17), newer than the driver's list of codes.
-        || code == "25P04"
-}
-
-/// The server's own error anywhere in the chain, looking inside the store's shared sources.
-fn database_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a DbError> {
-    let mut cause = Some(error);
-    while let Some(current) = cause {
-        if let Some(database) = current.downcast_ref::<DbError>() {
-            return Some(database);
-        }
-        if let Some(SharedSource(inner)) = current.downcast_ref::<SharedSource>() {
-            return database_error(&**inner);
-        }
-        cause = current.source();
-    }
-    None
 }
 
 /// Classifies a failed publish of the event at `position`.

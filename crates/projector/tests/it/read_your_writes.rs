@@ -150,7 +150,8 @@ async fn a_query_with_min_position_sees_the_command() {
     sorted.dedup();
     assert_eq!(sorted.len(), 5);
 
-    // Bad parameters are problems, never 500; a position far ahead is a 503 with Retry-After.
+    // Bad parameters are problems, never 500; a position beyond the store's head can never be
+    // reached, so it is refused at once.
     for (path, status) in [
         ("/v1/opportunities?limit=0", 422),
         ("/v1/opportunities?limit=abc", 400),
@@ -161,6 +162,7 @@ async fn a_query_with_min_position_sees_the_command() {
         ("/v1/follow-ups?status=done", 422),
         ("/v1/opportunities?min_position=-1", 422),
         ("/v1/pipelines/nope/board", 404),
+        ("/v1/forecast?min_position=999999999", 422),
     ] {
         let reply = client.get(url(path)).send().await.unwrap();
         assert_eq!(reply.status().as_u16(), status, "{path}");
@@ -175,8 +177,26 @@ async fn a_query_with_min_position_sees_the_command() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let short = listener.local_addr().unwrap();
     tokio::spawn(api::serve(listener, api, api_shutdown.clone()));
+    // A committed position the read model has not applied (nothing publishes it any more) is
+    // waited for, then answered 503 with Retry-After.
+    publisher.stop().await;
+    let unpublished: Value = client
+        .post(format!("http://{short}/v1/opportunities"))
+        .json(&json!({
+            "name": "Never published", "amount": 100, "currency": "EUR",
+            "expected_close_date": "2027-01-31", "owner": "anna"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let reply = client
-        .get(format!("http://{short}/v1/forecast?min_position=999999999"))
+        .get(format!(
+            "http://{short}/v1/forecast?min_position={}",
+            unpublished["position"]
+        ))
         .send()
         .await
         .unwrap();
@@ -185,6 +205,5 @@ async fn a_query_with_min_position_sees_the_command() {
 
     api_shutdown.cancel();
     projector.stop().await.unwrap();
-    publisher.stop().await;
     harness.finish().await;
 }
