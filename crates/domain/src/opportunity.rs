@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -244,6 +244,16 @@ pub enum OpportunityCommand {
         kind: FollowUpKind,
         due_at: DateTime<Utc>,
     },
+    /// Fires a reminder without a scheduled follow-up behind it, once, and only if its condition
+    /// still holds at `now`: it was planned on the deal as it was, and activity, a follow-up
+    /// planned ahead or a new close date may have come since. Otherwise it appends nothing.
+    FireReminder {
+        reminder_id: FollowUpId,
+        reminder: Reminder,
+        due_at: DateTime<Utc>,
+        /// The time of firing, passed in so that the decision stays pure.
+        now: DateTime<Utc>,
+    },
     Close {
         outcome: Outcome,
         reason: Option<Text>,
@@ -253,6 +263,44 @@ pub enum OpportunityCommand {
         stage: Option<StageName>,
         definition: PipelineDefinition,
     },
+}
+
+/// A reminder with no scheduled follow-up behind it (SPEC 5), and the condition it fires on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reminder {
+    /// `stale-deal`: no activity for `stale_after`, and no follow-up planned after the time of
+    /// firing (a deal with a follow-up scheduled in the future is not stale).
+    StaleDeal { stale_after: TimeDelta },
+    /// `close-date-passed`: the deal's expected close date is over (in UTC).
+    CloseDatePassed,
+}
+
+impl Reminder {
+    /// The kind of the `FollowUpDue` it fires.
+    pub fn kind(self) -> FollowUpKind {
+        let name = match self {
+            Reminder::StaleDeal { .. } => "stale-deal",
+            Reminder::CloseDatePassed => "close-date-passed",
+        };
+        // Both names are constant slugs.
+        FollowUpKind::parse(name).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// Whether the reminder is due on `deal` at `now`.
+    pub fn holds(self, deal: &Opportunity, now: DateTime<Utc>) -> bool {
+        match self {
+            Reminder::StaleDeal { stale_after } => {
+                let quiet = deal
+                    .last_activity_at
+                    .is_none_or(|active| active + stale_after <= now);
+                let planned_ahead = deal.follow_ups.values().any(|follow_up| {
+                    follow_up.status == FollowUpStatus::Open && follow_up.due_at > now
+                });
+                quiet && !planned_ahead
+            }
+            Reminder::CloseDatePassed => now.date_naive() > deal.expected_close_date,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -633,6 +681,25 @@ impl Decider for OpportunityDecider {
                     E::FollowUpDue {
                         follow_up_id: *follow_up_id,
                         kind: kind.clone(),
+                        due_at: *due_at,
+                    },
+                ))
+            }
+            C::FireReminder {
+                reminder_id,
+                reminder,
+                due_at,
+                now,
+            } => {
+                let opportunity = existing(state)?;
+                let due = opportunity.is_open()
+                    && !opportunity.follow_ups.contains_key(reminder_id)
+                    && reminder.holds(opportunity, *now);
+                Ok(unless_unchanged(
+                    !due,
+                    E::FollowUpDue {
+                        follow_up_id: *reminder_id,
+                        kind: reminder.kind(),
                         due_at: *due_at,
                     },
                 ))

@@ -214,6 +214,10 @@ pub enum TimerOutcome {
     /// Done with, without firing: the deal can never accept it. Recorded in the timer's
     /// `failure` column, so it no longer blocks the timers due after it.
     GivenUp(String),
+    /// A reminder that no longer held when it fell due (activity since, a follow-up planned
+    /// ahead, a new close date). Its row is deleted rather than marked fired, so that a later
+    /// plan can bring it back if the deal becomes stale again.
+    NoLongerDue,
     /// Failed for a reason that can pass: stays pending, and is claimed again after a backoff
     /// that grows with its failed attempts.
     Retry(String),
@@ -273,6 +277,7 @@ where
     let mut done_failures: Vec<Option<String>> = Vec::new();
     let mut retried = Vec::new();
     let mut retry_failures = Vec::new();
+    let mut dropped = Vec::new();
     for (timer_id, outcome) in fire(claimed).await {
         match outcome {
             TimerOutcome::Fired => {
@@ -287,8 +292,15 @@ where
                 retried.push(timer_id);
                 retry_failures.push(reason);
             }
+            TimerOutcome::NoLongerDue => dropped.push(timer_id),
         }
     }
+    transaction
+        .execute(
+            "delete from workflow_timers where timer_id = any($1)",
+            &[&dropped],
+        )
+        .await?;
     transaction
         .execute(
             "update workflow_timers as timer set fired_at = $3, failure = done.failure

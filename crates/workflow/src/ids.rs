@@ -3,6 +3,7 @@
 //! instances firing the same timer, sends the same command id twice and the event store's
 //! idempotency turns the second into a no-op.
 
+use chrono::{DateTime, Utc};
 use domain::values::{FollowUpId, OpportunityId};
 use uuid::Uuid;
 
@@ -57,6 +58,17 @@ pub fn reminder(deal: OpportunityId, kind: &str, occurrence: &str) -> FollowUpId
 /// is the same whichever instance fires it, however often.
 pub fn fire_command(timer_id: Uuid) -> Uuid {
     derive(&[b"fire", timer_id.as_bytes()])
+}
+
+/// The `FireReminder` command of a reminder's timer due at `due_at`. A reminder that no longer
+/// held when it fell due is planned again with the same id only with a later due time, which
+/// gets a new command id, so the earlier no-op is not taken for its answer.
+pub fn fire_reminder_command(timer_id: Uuid, due_at: DateTime<Utc>) -> Uuid {
+    derive(&[
+        b"fire-reminder",
+        timer_id.as_bytes(),
+        &due_at.timestamp_micros().to_be_bytes(),
+    ])
 }
 
 /// The `Route` command sent for a captured lead.

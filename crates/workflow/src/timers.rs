@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use commands::{CommandError, OpportunityRequest};
-use domain::opportunity::OpportunityCommand;
+use domain::opportunity::{OpportunityCommand, Reminder};
 use domain::values::{FollowUpId, FollowUpKind, OpportunityId};
 use futures::StreamExt;
 use platform::CancellationToken;
 
 use crate::db::{self, DueTimer, TimerOutcome};
+use crate::step::{CLOSE_DATE_PASSED, STALE_DEAL};
 use crate::{Shared, ids, metrics_names};
 use platform::error_chain;
 
@@ -121,7 +122,33 @@ async fn fire_batch(
     Ok(claimed)
 }
 
-/// Sends one timer's `FireFollowUp` and says what became of the timer. Only a deal that can never
+/// The reminder a timer stands for (`step::plan_timers` names reminders' rule after their kind),
+/// or `None` for a scheduled follow-up; `Err` when that kind of reminder is turned off.
+fn reminder_of(shared: &Shared, timer: &DueTimer) -> Result<Option<Reminder>, String> {
+    if timer.rule != timer.kind {
+        return Ok(None);
+    }
+    match timer.kind.as_str() {
+        STALE_DEAL => match shared.config.reminders.stale_after {
+            Some(stale_after) => Ok(Some(Reminder::StaleDeal { stale_after })),
+            None => Err("stale-deal reminders are turned off".to_owned()),
+        },
+        CLOSE_DATE_PASSED if shared.config.reminders.close_date_passed => {
+            Ok(Some(Reminder::CloseDatePassed))
+        }
+        CLOSE_DATE_PASSED => Err("close-date-passed reminders are turned off".to_owned()),
+        _ => Ok(None),
+    }
+}
+
+fn fired(timer: &DueTimer, now: chrono::DateTime<Utc>) -> TimerOutcome {
+    let lateness = (now - timer.due_at).num_milliseconds().max(0) as f64 / 1000.0;
+    metrics::counter!(metrics_names::TIMERS_FIRED, "kind" => timer.kind.clone()).increment(1);
+    metrics::histogram!(metrics_names::TIMER_LATENESS).record(lateness);
+    TimerOutcome::Fired
+}
+
+/// Sends one timer's `FireFollowUp` (or `FireReminder`) and says what became of the timer. Only a deal that can never
 /// accept it ends a timer without firing; every failure is retried later (SPEC 5: late rather
 /// than never). That includes a stream this build cannot read, which an upgraded build can, and
 /// an unexpected database error such as a statement timeout or a plan invalidated by a migration.
@@ -130,7 +157,33 @@ async fn fire_one(shared: &Shared, timer: &DueTimer, now: chrono::DateTime<Utc>)
         tracing::error!(timer_id = %timer.timer_id, kind = %timer.kind, "timer has an invalid kind; giving it up");
         return TimerOutcome::GivenUp(format!("invalid kind {:?}", timer.kind));
     };
-    let command_id = ids::fire_command(timer.timer_id);
+    let deal_id = OpportunityId(timer.opportunity_id);
+    let follow_up_id = FollowUpId(timer.timer_id);
+    let reminder = match reminder_of(shared, timer) {
+        Ok(reminder) => reminder,
+        Err(reason) => return TimerOutcome::GivenUp(reason),
+    };
+    let (command_id, command) = match reminder {
+        // A reminder that no longer holds may be planned again with the same id and a later due
+        // time; its command id must differ then, or the store would answer with the no-op.
+        Some(reminder) => (
+            ids::fire_reminder_command(timer.timer_id, timer.due_at),
+            OpportunityCommand::FireReminder {
+                reminder_id: follow_up_id,
+                reminder,
+                due_at: timer.due_at,
+                now,
+            },
+        ),
+        None => (
+            ids::fire_command(timer.timer_id),
+            OpportunityCommand::FireFollowUp {
+                follow_up_id,
+                kind,
+                due_at: timer.due_at,
+            },
+        ),
+    };
     let context = commands::CommandContext {
         actor: format!("workflow:{}", timer.rule),
         command_id,
@@ -140,23 +193,28 @@ async fn fire_one(shared: &Shared, timer: &DueTimer, now: chrono::DateTime<Utc>)
         fingerprint: None,
         expected_version: None,
     };
-    let request = OpportunityRequest::Other(OpportunityCommand::FireFollowUp {
-        follow_up_id: FollowUpId(timer.timer_id),
-        kind,
-        due_at: timer.due_at,
-    });
+    let request = OpportunityRequest::Other(command);
     match shared
         .handler
-        .handle_opportunity(&context, OpportunityId(timer.opportunity_id), request)
+        .handle_opportunity(&context, deal_id, request)
         .await
     {
-        Ok(_) => {
-            let lateness = (now - timer.due_at).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::counter!(metrics_names::TIMERS_FIRED, "kind" => timer.kind.clone())
-                .increment(1);
-            metrics::histogram!(metrics_names::TIMER_LATENESS).record(lateness);
-            TimerOutcome::Fired
-        }
+        Ok(_) if reminder.is_some() => match shared.handler.load_opportunity(deal_id).await {
+            Ok(loaded)
+                if loaded
+                    .state
+                    .as_ref()
+                    .is_some_and(|deal| deal.follow_ups.contains_key(&follow_up_id)) =>
+            {
+                fired(timer, now)
+            }
+            Ok(_) => {
+                tracing::info!(timer_id = %timer.timer_id, kind = %timer.kind, "reminder no longer holds; not fired");
+                TimerOutcome::NoLongerDue
+            }
+            Err(error) => TimerOutcome::Retry(error_chain(&error)),
+        },
+        Ok(_) => fired(timer, now),
         Err(CommandError::Rejected(rejection)) => {
             tracing::info!(timer_id = %timer.timer_id, refused = rejection.rule, "timer no longer applies");
             TimerOutcome::GivenUp(format!("refused: {}", rejection.rule))

@@ -1,6 +1,8 @@
+use chrono::{DateTime, TimeDelta, Utc};
 use domain::opportunity::{
     FollowUpStatus, NewOpportunity, OpportunityCommand as C, OpportunityCreated,
     OpportunityDecider as Deal, OpportunityError, OpportunityEvent as E, OpportunityStatus,
+    Reminder,
 };
 use domain::pipeline::PipelineDefinition;
 use domain::values::{
@@ -888,6 +890,84 @@ fn reminders_fire_without_a_scheduled_follow_up() {
             .when(complete(2))
             .then([completed(2)]);
     }
+}
+
+fn stale() -> Reminder {
+    Reminder::StaleDeal {
+        stale_after: TimeDelta::days(14),
+    }
+}
+
+fn remind(id: u128, reminder: Reminder, now: DateTime<Utc>) -> C {
+    C::FireReminder {
+        reminder_id: follow_up(id),
+        reminder,
+        due_at: at(2026, 10, 1, 9),
+        now,
+    }
+}
+
+fn call_at(occurred_at: DateTime<Utc>) -> E {
+    E::ActivityLogged {
+        activity_id: ActivityId(uuid(40)),
+        kind: ActivityKind::Call,
+        summary: text("call"),
+        occurred_at,
+    }
+}
+
+#[test]
+fn a_stale_deal_reminder_fires_only_while_the_deal_is_still_stale() {
+    let now = at(2026, 10, 20, 9);
+    // Quiet for 14 days or more, nothing planned ahead: due.
+    Deal::given([created()])
+        .when(remind(2, stale(), now))
+        .then([due(2, "stale-deal")]);
+    Deal::given([created(), call_at(now - TimeDelta::days(14))])
+        .when(remind(2, stale(), now))
+        .then([due(2, "stale-deal")]);
+    // Activity logged since it was planned: no longer stale.
+    Deal::given([created(), call_at(now - TimeDelta::days(3))])
+        .when(remind(2, stale(), now))
+        .then_nothing();
+    // A follow-up planned ahead (due 2026-10-01 09:00): not stale until that has passed.
+    Deal::given([created(), scheduled(1)])
+        .when(remind(2, stale(), at(2026, 9, 30, 9)))
+        .then_nothing();
+    Deal::given([created(), scheduled(1)])
+        .when(remind(2, stale(), at(2026, 10, 2, 9)))
+        .then([due(2, "stale-deal")]);
+    // Closed since, or fired already.
+    Deal::given([created(), won()])
+        .when(remind(2, stale(), now))
+        .then_nothing();
+    Deal::given([created(), due(2, "stale-deal")])
+        .when(remind(2, stale(), now))
+        .then_nothing();
+}
+
+#[test]
+fn a_close_date_reminder_fires_only_once_the_current_close_date_is_over() {
+    // The close date is 2026-12-31: over once that whole day has passed, in UTC.
+    Deal::given([created()])
+        .when(remind(2, Reminder::CloseDatePassed, at(2026, 12, 31, 23)))
+        .then_nothing();
+    Deal::given([created()])
+        .when(remind(2, Reminder::CloseDatePassed, at(2027, 1, 1, 0)))
+        .then([due(2, "close-date-passed")]);
+    // Moved since it was planned: not passed any more.
+    Deal::given([
+        created(),
+        E::CloseDateChanged {
+            expected_close_date: date(2027, 3, 31),
+            previous: date(2026, 12, 31),
+        },
+    ])
+    .when(remind(2, Reminder::CloseDatePassed, at(2027, 1, 2, 9)))
+    .then_nothing();
+    Deal::given([created(), lost()])
+        .when(remind(2, Reminder::CloseDatePassed, at(2027, 1, 2, 9)))
+        .then_nothing();
 }
 
 #[test]

@@ -381,3 +381,58 @@ async fn timers_held_by_another_instance_do_not_make_this_one_spin() {
     instance.stop().await;
     harness.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_planned_on_an_older_state_do_not_fire_once_they_no_longer_hold() {
+    let harness = Harness::new().await;
+    let mut config = WorkflowConfig::default();
+    // Only the reminders: no follow-up planned ahead keeps the deal from being stale.
+    config.rules.clear();
+    let instance = harness.start(config.clone());
+    let deal = harness.create_deal(10).await;
+    wait_for_pending_timers(&harness, 2).await;
+    instance.stop().await;
+
+    // The workflow's consumer does not see what happens next (NATS down): the deal is called
+    // on day 9 and its close date moves out by a month, but the planned reminders stay as they
+    // were (stale on day 14, close date passed after day 10).
+    harness.clock.advance(TimeDelta::days(9));
+    harness
+        .log_activity(deal, domain::values::ActivityKind::Call)
+        .await;
+    let later = (harness.clock.now() + TimeDelta::days(31)).date_naive();
+    harness
+        .handler
+        .handle_opportunity(
+            &harness.api(),
+            deal,
+            commands::OpportunityRequest::Other(
+                domain::opportunity::OpportunityCommand::ChangeCloseDate {
+                    expected_close_date: later,
+                },
+            ),
+        )
+        .await
+        .expect("the close date moves");
+    let elsewhere = harness.start_with(config, crate::support::unique_options());
+    harness.clock.advance(TimeDelta::days(6));
+    eventually(
+        Duration::from_secs(20),
+        "both reminders to be handled",
+        || async {
+            let pending = harness
+                .scalar("select count(*) from workflow_timers where fired_at is null")
+                .await;
+            (pending == 0).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let history = harness.history(&deal.stream_id()).await;
+    assert!(
+        crate::support::of_type(&history, "FollowUpDue").is_empty(),
+        "a reminder fired on a deal that was no longer stale or past its close date"
+    );
+    elsewhere.stop().await;
+    harness.finish().await;
+}

@@ -1,7 +1,7 @@
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use domain::opportunity::{
     FollowUpStatus, NewOpportunity, OpportunityCommand as C, OpportunityDecider,
-    OpportunityEvent as E, OpportunityStatus,
+    OpportunityEvent as E, OpportunityStatus, Reminder,
 };
 use domain::pipeline::PipelineDefinition;
 use domain::values::{
@@ -125,6 +125,17 @@ fn command(definitions: Vec<PipelineDefinition>) -> impl Strategy<Value = C> {
             .prop_map(|(follow_up_id, reason)| C::CancelFollowUp { follow_up_id, reason }),
         3 => ((0u128..6).prop_map(follow_up), kinds, moments())
             .prop_map(|(follow_up_id, kind, due_at)| C::FireFollowUp { follow_up_id, kind, due_at }),
+        2 => ((0u128..6).prop_map(follow_up), 0i64..30, any::<bool>(), moments(), moments())
+            .prop_map(|(reminder_id, days, stale, due_at, now)| C::FireReminder {
+                reminder_id,
+                reminder: if stale {
+                    Reminder::StaleDeal { stale_after: TimeDelta::days(days) }
+                } else {
+                    Reminder::CloseDatePassed
+                },
+                due_at,
+                now,
+            }),
         2 => (
             prop::sample::select(vec![Outcome::Won, Outcome::Lost]),
             prop::option::of(texts()),
@@ -287,6 +298,10 @@ fn check(
             E::FollowUpDue { follow_up_id, .. } => {
                 // Fires only for an open deal, and only once per follow-up.
                 prop_assert!(before.is_open());
+                // A reminder fires only while its condition holds.
+                if let C::FireReminder { reminder, now, .. } = step.command {
+                    prop_assert!(reminder.holds(before, *now));
+                }
                 prop_assert!(
                     before
                         .follow_ups
@@ -307,7 +322,8 @@ fn check(
         | C::ChangeOwner { .. }
         | C::CompleteFollowUp { .. }
         | C::CancelFollowUp { .. }
-        | C::FireFollowUp { .. } => assert_idempotent(step)?,
+        | C::FireFollowUp { .. }
+        | C::FireReminder { .. } => assert_idempotent(step)?,
         _ => {}
     }
     Ok(())
