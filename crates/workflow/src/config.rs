@@ -62,6 +62,9 @@ when = { country = ["DE", "FR", "GB"] }
 round_robin = ["anna", "bruno", "chloe"]
 "#;
 
+/// How long fired timers are kept when the file does not say (`[workflow] timer_retention`).
+pub const DEFAULT_TIMER_RETENTION: TimeDelta = TimeDelta::days(30);
+
 /// The longest duration accepted, so that `recorded_at + after` can never overflow a timestamp.
 const MAX_DURATION_DAYS: i64 = 36_500;
 
@@ -103,6 +106,9 @@ pub struct WorkflowConfig {
     pub rules: Vec<Rule>,
     pub reminders: Reminders,
     pub routing: Routing,
+    /// How long a fired (or given up) timer's row is kept, as a record, before the timer loop
+    /// deletes it. The deal's history keeps its `FollowUpDue` for good.
+    pub timer_retention: TimeDelta,
 }
 
 impl Default for WorkflowConfig {
@@ -119,6 +125,7 @@ impl Default for WorkflowConfig {
                     default_owner: fallback_owner(),
                     rules: Vec::new(),
                 },
+                timer_retention: DEFAULT_TIMER_RETENTION,
             }
         })
     }
@@ -302,6 +309,7 @@ struct RawWorkflow {
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
     reminders: Option<RawReminders>,
+    timer_retention: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -424,9 +432,16 @@ fn validate(raw: RawFile, at: &Locator<'_>) -> Result<WorkflowConfig, ConfigErro
         routing_rules.push(rule);
     }
 
+    let timer_retention = match &raw.workflow.timer_retention {
+        None => DEFAULT_TIMER_RETENTION,
+        Some(value) => parse_duration(value.get_ref())
+            .map_err(|problem| at.at(value, format!("timer_retention: {problem}")))?,
+    };
+
     Ok(WorkflowConfig {
         rules,
         reminders,
+        timer_retention,
         routing: Routing {
             default_owner,
             rules: routing_rules,
@@ -692,6 +707,7 @@ mod tests {
         assert_eq!(config.reminders.stale_after, Some(TimeDelta::days(14)));
         assert!(config.reminders.close_date_passed);
         assert_eq!(config.routing.default_owner.as_str(), "unassigned");
+        assert_eq!(config.timer_retention, DEFAULT_TIMER_RETENTION);
         assert_eq!(config, WorkflowConfig::default());
     }
 

@@ -195,6 +195,25 @@ pub async fn next_due(pool: &Pool, now: DateTime<Utc>) -> Result<NextDue, StoreE
     })
 }
 
+/// Deletes up to `limit` timers fired (or given up) before `before`; returns how many. Small
+/// batches keep each delete short beside the claims. Safe for exactly-once: the deal's stream
+/// records every `FollowUpDue`, so no plan brings a fired timer back.
+pub async fn prune_fired(
+    pool: &Pool,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let client = pool.get().await?;
+    Ok(client
+        .execute(
+            "delete from workflow_timers where timer_id in (
+                 select timer_id from workflow_timers where fired_at < $1 limit $2
+                 for update skip locked)",
+            &[&before, &limit],
+        )
+        .await?)
+}
+
 pub async fn pending_count(pool: &Pool) -> Result<i64, StoreError> {
     let client = pool.get().await?;
     let row = client

@@ -33,6 +33,8 @@ const FIRE_CONCURRENCY: usize = 16;
 pub(crate) const FALLBACK_WAKE: Duration = Duration::from_secs(30);
 /// Pause after a passing failure (database or store unavailable).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How many fired timers one pass of the loop deletes once they are past their retention.
+const PRUNE_BATCH: i64 = 500;
 /// How long to wait before looking again at due timers that another instance's claim holds.
 /// That instance normally fires them within this time; if it died, its claim is released and
 /// this one takes them over this much later.
@@ -69,6 +71,20 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
             }
         };
+        let expired = now - shared.config.timer_retention;
+        match db::prune_fired(&shared.pool, expired, PRUNE_BATCH).await {
+            Ok(0) => {}
+            Ok(pruned) => {
+                tracing::debug!(pruned, "fired timers past their retention deleted");
+                // A full batch means more are past their retention: go on at once.
+                if pruned >= PRUNE_BATCH as u64 {
+                    continue;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "deleting old fired timers failed");
+            }
+        }
         if let Ok(pending) = db::pending_count(&shared.pool).await {
             metrics::gauge!(metrics_names::TIMERS_PENDING).set(pending as f64);
         }

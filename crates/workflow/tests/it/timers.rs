@@ -436,3 +436,47 @@ async fn reminders_planned_on_an_older_state_do_not_fire_once_they_no_longer_hol
     elsewhere.stop().await;
     harness.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fired_timers_are_deleted_once_past_their_retention() {
+    let harness = Harness::new().await;
+    let mut config = follow_ups_only();
+    config.timer_retention = TimeDelta::days(30);
+    let now = harness.clock.now();
+    // 700 timers fired 31 days ago (more than one pass deletes), 5 fired yesterday, 3 pending.
+    let client = harness.db.pool.get().await.expect("a connection");
+    for (count, fired_at) in [
+        (700_i64, Some(now - TimeDelta::days(31))),
+        (5, Some(now - TimeDelta::days(1))),
+        (3, None),
+    ] {
+        client
+            .execute(
+                "insert into workflow_timers (timer_id, opportunity_id, kind, rule, due_at, fired_at)
+                 select gen_random_uuid(), gen_random_uuid(), 'first-contact', 'first-contact',
+                        $1::timestamptz + interval '60 days', $2
+                 from generate_series(1, $3::bigint)",
+                &[&now, &fired_at, &count],
+            )
+            .await
+            .expect("the timers are stored");
+    }
+    let instance = harness.start(config);
+    eventually(
+        Duration::from_secs(20),
+        "the old timers to be deleted",
+        || async {
+            let left = harness.scalar("select count(*) from workflow_timers").await;
+            (left == 8).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        harness
+            .scalar("select count(*) from workflow_timers where fired_at is null")
+            .await,
+        3
+    );
+    instance.stop().await;
+    harness.finish().await;
+}
