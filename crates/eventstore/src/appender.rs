@@ -20,6 +20,7 @@ use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::IsolationLevel;
+use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -325,15 +326,6 @@ async fn transaction(
         .batch_execute(LOCK_SQL)
         .await
         .map_err(classify)?;
-    // The head and the clock are read once, under the lock: positions continue from the head
-    // without gaps and recorded_at cannot run backwards relative to earlier positions.
-    let head_row = transaction
-        .query_one(&prepare(HEAD_SQL).await?, &[])
-        .await
-        .map_err(classify)?;
-    let mut head: i64 = head_row.try_get(0).map_err(classify)?;
-    let recorded_at: DateTime<Utc> = head_row.try_get(1).map_err(classify)?;
-
     let mut stream_ids: Vec<&str> = requests
         .iter()
         .flat_map(|request| {
@@ -345,29 +337,41 @@ async fn transaction(
         .collect();
     stream_ids.sort_unstable();
     stream_ids.dedup();
-    let mut versions: HashMap<String, i64> = HashMap::with_capacity(stream_ids.len());
-    if !stream_ids.is_empty() {
-        let rows = transaction
-            .query(&prepare(VERSIONS_SQL).await?, &[&stream_ids])
-            .await
-            .map_err(classify)?;
-        for row in rows {
-            versions.insert(
-                row.try_get(0).map_err(classify)?,
-                row.try_get(1).map_err(classify)?,
-            );
-        }
-    }
-
     let mut command_ids: Vec<Uuid> = requests.iter().map(|request| request.command_id).collect();
     command_ids.sort_unstable();
     command_ids.dedup();
+
+    // The three reads go out together, pipelined on the connection: one round trip under the
+    // lock instead of three. The head and the clock are read once, under the lock: positions
+    // continue from the head without gaps and recorded_at cannot run backwards.
+    let (head_statement, versions_statement, known_statement) = (
+        prepare(HEAD_SQL).await?,
+        prepare(VERSIONS_SQL).await?,
+        prepare(KNOWN_COMMANDS_SQL).await?,
+    );
+    let (versions_parameters, known_parameters): (
+        [&(dyn ToSql + Sync); 1],
+        [&(dyn ToSql + Sync); 1],
+    ) = ([&stream_ids], [&command_ids]);
+    let (head_row, version_rows, command_rows) = tokio::try_join!(
+        transaction.query_one(&head_statement, &[]),
+        transaction.query(&versions_statement, &versions_parameters),
+        transaction.query(&known_statement, &known_parameters),
+    )
+    .map_err(classify)?;
+    let mut head: i64 = head_row.try_get(0).map_err(classify)?;
+    let recorded_at: DateTime<Utc> = head_row.try_get(1).map_err(classify)?;
+
+    let mut versions: HashMap<String, i64> = HashMap::with_capacity(version_rows.len());
+    for row in version_rows {
+        versions.insert(
+            row.try_get(0).map_err(classify)?,
+            row.try_get(1).map_err(classify)?,
+        );
+    }
+
     let mut known: HashMap<Uuid, KnownCommand> = HashMap::new();
-    let rows = transaction
-        .query(&prepare(KNOWN_COMMANDS_SQL).await?, &[&command_ids])
-        .await
-        .map_err(classify)?;
-    for row in rows {
+    for row in command_rows {
         let command_id: Uuid = row.try_get(0).map_err(classify)?;
         let fingerprint: Option<Vec<u8>> = row.try_get(1).map_err(classify)?;
         let outcome: Value = row.try_get(2).map_err(classify)?;
@@ -398,45 +402,64 @@ async fn transaction(
         answers.push(answer);
     }
 
-    if !events.positions.is_empty() {
-        transaction
-            .execute(
-                &prepare(INSERT_EVENTS_SQL).await?,
-                &[
-                    &events.positions,
-                    &events.event_ids,
-                    &events.stream_ids,
-                    &events.stream_versions,
-                    &events.event_types,
-                    &events.schema_versions,
-                    &recorded_at,
-                    &events.data,
-                    &events.metadata,
-                ],
-            )
-            .await
-            .map_err(classify)?;
-    }
-    if !commands.command_ids.is_empty() {
-        transaction
-            .execute(
-                &prepare(INSERT_COMMANDS_SQL).await?,
-                &[
-                    &commands.command_ids,
-                    &commands.fingerprints,
-                    &commands.outcomes,
-                    &recorded_at,
-                ],
-            )
-            .await
-            .map_err(classify)?;
-    }
-    if let Some(last_position) = events.positions.last() {
-        transaction
-            .execute(&prepare(NOTIFY_SQL).await?, &[&last_position.to_string()])
-            .await
-            .map_err(classify)?;
-    }
+    // The writes are pipelined too. Each answer comes back in statement order, and after the
+    // first failure PostgreSQL refuses the rest as "transaction aborted", so the first error in
+    // statement order is the one that says what went wrong.
+    let (insert_events, insert_commands, notify) = (
+        prepare(INSERT_EVENTS_SQL).await?,
+        prepare(INSERT_COMMANDS_SQL).await?,
+        prepare(NOTIFY_SQL).await?,
+    );
+    let notify_payload = events.positions.last().map(i64::to_string);
+    let (events_written, commands_written, notified) = tokio::join!(
+        async {
+            if events.positions.is_empty() {
+                return Ok(0);
+            }
+            transaction
+                .execute(
+                    &insert_events,
+                    &[
+                        &events.positions,
+                        &events.event_ids,
+                        &events.stream_ids,
+                        &events.stream_versions,
+                        &events.event_types,
+                        &events.schema_versions,
+                        &recorded_at,
+                        &events.data,
+                        &events.metadata,
+                    ],
+                )
+                .await
+        },
+        async {
+            if commands.command_ids.is_empty() {
+                return Ok(0);
+            }
+            transaction
+                .execute(
+                    &insert_commands,
+                    &[
+                        &commands.command_ids,
+                        &commands.fingerprints,
+                        &commands.outcomes,
+                        &recorded_at,
+                    ],
+                )
+                .await
+        },
+        async {
+            match &notify_payload {
+                Some(last_position) => transaction.execute(&notify, &[last_position]).await,
+                None => Ok(0),
+            }
+        },
+    );
+    events_written
+        .and(commands_written)
+        .and(notified)
+        .map_err(classify)?;
     transaction.commit().await.map_err(classify)?;
 
     if let (Some(first), Some(last)) = (events.positions.first(), events.positions.last()) {
