@@ -3,6 +3,7 @@
 //! parallel. Set DATABASE_URL and NATS_URL to point them at other servers; TEST_LOG=1 shows logs.
 
 mod config_file;
+mod config_fuzz;
 mod consumer;
 mod routing;
 mod rules;
