@@ -407,3 +407,181 @@ pub fn check_follow_ups(
     }
     (violations, figures)
 }
+
+/// The checks themselves must be able to fail: each is shown a log that breaks its promise.
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    struct Log {
+        events: Vec<StoredEvent>,
+        versions: HashMap<String, i64>,
+        at: DateTime<Utc>,
+    }
+
+    impl Log {
+        fn new() -> Log {
+            Log {
+                events: Vec::new(),
+                versions: HashMap::new(),
+                at: "2026-12-01T10:00:00Z".parse().expect("an instant"),
+            }
+        }
+
+        fn append(&mut self, stream_id: &str, event_type: &str, data: Value, key: &str) {
+            let version = self.versions.entry(stream_id.to_owned()).or_default();
+            *version += 1;
+            self.at += TimeDelta::seconds(1);
+            self.events.push(StoredEvent {
+                position: self.events.len() as i64 + 1,
+                event_id: Uuid::now_v7(),
+                stream_id: stream_id.to_owned(),
+                stream_version: *version,
+                event_type: event_type.to_owned(),
+                data,
+                metadata: json!({
+                    "actor": format!("api:{ACTOR}"),
+                    "correlation_id": key,
+                    "command_id": format!("command {key}"),
+                }),
+                recorded_at: self.at,
+            });
+        }
+    }
+
+    fn acknowledged(key: Uuid, position: i64) -> Acknowledged {
+        Acknowledged {
+            key,
+            route: "/v1/opportunities/x/activities".to_owned(),
+            answer: json!({ "id": "x", "version": 1, "position": position }),
+            may_be_noop: false,
+        }
+    }
+
+    #[test]
+    fn a_command_stored_twice_or_not_at_all_is_a_violation() {
+        let (once, twice, lost) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut log = Log::new();
+        log.append(
+            "opportunity-a",
+            "ActivityLogged",
+            json!({}),
+            &once.to_string(),
+        );
+        log.append(
+            "opportunity-a",
+            "ActivityLogged",
+            json!({}),
+            &twice.to_string(),
+        );
+        log.append("opportunity-a", "AmountChanged", json!({}), "someone else");
+        log.append(
+            "opportunity-a",
+            "ActivityLogged",
+            json!({}),
+            &twice.to_string(),
+        );
+        let (violations, with_events) = check_acknowledged(
+            &log.events,
+            &[
+                acknowledged(once, 1),
+                acknowledged(twice, 4),
+                acknowledged(lost, 5),
+            ],
+        );
+        assert_eq!(with_events, 2);
+        assert_eq!(violations.len(), 2, "{violations:?}");
+        assert!(violations[0].contains("more than once"));
+        assert!(violations[1].contains("none of its events"));
+    }
+
+    #[test]
+    fn a_gap_or_a_clock_going_back_is_a_violation() {
+        let mut log = Log::new();
+        for _ in 0..3 {
+            log.append("lead-a", "LeadCaptured", json!({}), "k");
+        }
+        log.events[2].recorded_at = log.events[0].recorded_at;
+        log.events[1].position = 7;
+        let violations = check_log(&log.events);
+        assert_eq!(violations.len(), 2, "{violations:?}");
+    }
+
+    #[test]
+    fn follow_ups_fired_twice_on_a_closed_deal_or_never_are_violations() {
+        let quiet_at: DateTime<Utc> = "2026-12-01T11:00:00Z".parse().expect("an instant");
+        let due = json!({ "follow_up_id": "f1", "kind": "first-contact", "due_at": "2026-12-01T10:30:00Z" });
+        let mut log = Log::new();
+        log.append(
+            "opportunity-a",
+            "OpportunityCreated",
+            json!({ "expected_close_date": "2027-01-01" }),
+            "k",
+        );
+        log.append("opportunity-a", "FollowUpScheduled", due.clone(), "k");
+        log.append("opportunity-a", "FollowUpDue", due.clone(), "k");
+        log.append("opportunity-a", "FollowUpDue", due.clone(), "k");
+        log.append(
+            "opportunity-b",
+            "OpportunityCreated",
+            json!({ "expected_close_date": "2027-01-01" }),
+            "k",
+        );
+        log.append("opportunity-b", "FollowUpScheduled", due.clone(), "k");
+        log.append(
+            "opportunity-c",
+            "OpportunityCreated",
+            json!({ "expected_close_date": "2027-01-01" }),
+            "k",
+        );
+        log.append(
+            "opportunity-c",
+            "OpportunityClosed",
+            json!({ "outcome": "won" }),
+            "k",
+        );
+        log.append(
+            "opportunity-c",
+            "FollowUpDue",
+            json!({ "follow_up_id": "r1", "kind": "stale-deal" }),
+            "k",
+        );
+        let (violations, figures) = check_follow_ups(&log.events, quiet_at);
+        assert_eq!(violations.len(), 3, "{violations:?}");
+        assert!(violations[0].contains("fired 2 times"));
+        assert!(violations[1].contains("on a closed deal"));
+        assert!(violations[2].contains("never fired"));
+        assert_eq!(
+            (figures.scheduled, figures.fired, figures.reminders_fired),
+            (2, 2, 1)
+        );
+    }
+
+    #[test]
+    fn a_follow_up_completed_before_it_was_due_need_not_fire() {
+        let quiet_at: DateTime<Utc> = "2026-12-01T11:00:00Z".parse().expect("an instant");
+        let mut log = Log::new();
+        log.append(
+            "opportunity-a",
+            "OpportunityCreated",
+            json!({ "expected_close_date": "2027-01-01" }),
+            "k",
+        );
+        log.append(
+            "opportunity-a",
+            "FollowUpScheduled",
+            json!({ "follow_up_id": "f1", "kind": "first-contact", "due_at": "2026-12-01T10:30:00Z" }),
+            "k",
+        );
+        log.append(
+            "opportunity-a",
+            "FollowUpCompleted",
+            json!({ "follow_up_id": "f1" }),
+            "k",
+        );
+        let (violations, _) = check_follow_ups(&log.events, quiet_at);
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+}

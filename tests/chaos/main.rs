@@ -286,6 +286,13 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
             ledger.abandoned
         ));
     }
+    // SPEC 7: no service exits because PostgreSQL or NATS went away for a while. The
+    // supervisor restarted them so that the other checks still mean something.
+    liveness.extend(
+        unexpected_exits
+            .iter()
+            .map(|exit| format!("{exit} without being asked to")),
+    );
     if !stopped_cleanly {
         liveness.push("a service did not stop cleanly on SIGTERM; see its log".to_owned());
     }
