@@ -204,7 +204,9 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
         services: services.clone(),
         nats,
         postgres,
-        freeze: Duration::from_secs(10),
+        // Longer than the store's 5 s lock and idle-transaction timeouts and the API's 15 s
+        // request timeout, so that each of them has to act while a process is frozen.
+        freeze: Duration::from_secs(16),
         downtime: Duration::from_secs(1),
         tally: faults::Tally::default(),
     };
