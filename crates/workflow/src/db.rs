@@ -49,6 +49,11 @@ pub struct Cause {
 /// deal. Longer than handling a deal's events normally takes; past it the message is
 /// redelivered later rather than tying up a connection.
 const DEAL_LOCK_TIMEOUT: &str = "5s";
+/// How long a transaction holding workflow rows (a deal being handled, claimed timers) may sit
+/// idle waiting for its own process. Between statements it waits on commands, which take well
+/// under this; a frozen or cut-off instance holds the rows no longer than this before the server
+/// ends its session and another instance takes them over.
+const HOLDER_IDLE_TIMEOUT: &str = "30s";
 
 /// Locks the deal's progress row for the rest of `transaction` and returns the last stream
 /// version handled. Everyone handling the deal's events serializes here.
@@ -57,7 +62,10 @@ pub async fn lock_deal(
     opportunity_id: Uuid,
 ) -> Result<i64, StoreError> {
     transaction
-        .batch_execute(&format!("set local lock_timeout = '{DEAL_LOCK_TIMEOUT}'"))
+        .batch_execute(&format!(
+            "set local lock_timeout = '{DEAL_LOCK_TIMEOUT}'; \
+             set local idle_in_transaction_session_timeout = '{HOLDER_IDLE_TIMEOUT}'"
+        ))
         .await?;
     transaction
         .execute(
@@ -263,6 +271,11 @@ where
 {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
+    transaction
+        .batch_execute(&format!(
+            "set local idle_in_transaction_session_timeout = '{HOLDER_IDLE_TIMEOUT}'"
+        ))
+        .await?;
     let rows = transaction
         .query(
             "select timer_id, opportunity_id, kind, rule, due_at, correlation_id, causation_id
