@@ -181,6 +181,7 @@ pub async fn append(
                     .append(AppendRequest {
                         command_id: Uuid::now_v7(),
                         fingerprint: None,
+                        occurred_at: None,
                         streams,
                     })
                     .await?;

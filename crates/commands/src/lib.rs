@@ -83,6 +83,9 @@ pub struct CommandContext {
     /// The stream version the client expects (`If-Match`). Checked before anything else; a
     /// mismatch is a conflict and is never retried.
     pub expected_version: Option<i64>,
+    /// When the command happened in the world, for imported history; `None` for a live
+    /// command, which happens when it is recorded.
+    pub occurred_at: Option<DateTime<Utc>>,
 }
 
 impl CommandContext {
@@ -97,6 +100,7 @@ impl CommandContext {
             repeatable: false,
             fingerprint: None,
             expected_version: None,
+            occurred_at: None,
         }
     }
 
@@ -654,6 +658,7 @@ impl CommandHandler {
         let request = AppendRequest {
             command_id: context.command_id,
             fingerprint: context.fingerprint.clone(),
+            occurred_at: context.occurred_at,
             streams,
         };
         self.store
@@ -673,6 +678,12 @@ impl CommandHandler {
                     }
                 }
                 AppendError::FingerprintMismatch { .. } => CommandError::IdempotencyKeyReused,
+                refused @ AppendError::OccurredInTheFuture { .. } => {
+                    Rejection::rule("occurred-at-in-the-future", refused.to_string()).into()
+                }
+                refused @ AppendError::OccurredBeforeStreamHead { .. } => {
+                    Rejection::rule("occurred-at-before-last-event", refused.to_string()).into()
+                }
                 unavailable @ AppendError::Unavailable(_) => {
                     CommandError::Unavailable(Box::new(unavailable))
                 }

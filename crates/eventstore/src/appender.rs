@@ -245,6 +245,16 @@ struct EventColumns<'a> {
     schema_versions: Vec<i32>,
     data: Vec<&'a Value>,
     metadata: Vec<&'a Value>,
+    occurred_ats: Vec<DateTime<Utc>>,
+}
+
+/// What the batch knows of a stream's last event: from the database, or from an earlier request
+/// of the same batch.
+#[derive(Clone, Copy, Default)]
+struct StreamHead {
+    /// 0 when the stream has no events.
+    version: i64,
+    last_occurred_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Default)]
@@ -282,22 +292,23 @@ const HEAD_SQL: &str = "select coalesce(last.position, 0)::bigint, \
         as last on true";
 /// Each stream's head by a backward scan of the (stream_id, stream_version) index: one entry per
 /// stream, so a command costs the same on a stream's thousandth event as on its first.
-const VERSIONS_SQL: &str = "select input.stream_id, head.stream_version \
+const VERSIONS_SQL: &str = "select input.stream_id, head.stream_version, head.occurred_at \
     from unnest($1::text[]) as input(stream_id) \
-    cross join lateral (select stream_version from events \
+    cross join lateral (select stream_version, \
+            coalesce(occurred_at, recorded_at) as occurred_at from events \
         where events.stream_id = input.stream_id \
         order by stream_version desc limit 1) as head";
 const KNOWN_COMMANDS_SQL: &str = "select command_id, fingerprint, outcome from commands \
                                   where command_id = any($1::uuid[])";
 /// One statement for the whole batch, whatever its size: arrays have no parameter limit.
 const INSERT_EVENTS_SQL: &str = "insert into events (position, event_id, stream_id, \
-        stream_version, event_type, schema_version, recorded_at, data, metadata) \
+        stream_version, event_type, schema_version, recorded_at, data, metadata, occurred_at) \
     select position, event_id, stream_id, stream_version, event_type, schema_version, $7, \
-        data, metadata \
+        data, metadata, occurred_at \
     from unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int[], \
-        $8::jsonb[], $9::jsonb[]) \
+        $8::jsonb[], $9::jsonb[], $10::timestamptz[]) \
         as input(position, event_id, stream_id, stream_version, event_type, schema_version, \
-        data, metadata)";
+        data, metadata, occurred_at)";
 const INSERT_COMMANDS_SQL: &str = "insert into commands (command_id, fingerprint, outcome, \
         recorded_at) \
     select command_id, fingerprint, outcome, $4 \
@@ -362,11 +373,14 @@ async fn transaction(
     let mut head: i64 = head_row.try_get(0).map_err(classify)?;
     let recorded_at: DateTime<Utc> = head_row.try_get(1).map_err(classify)?;
 
-    let mut versions: HashMap<String, i64> = HashMap::with_capacity(version_rows.len());
+    let mut heads: HashMap<String, StreamHead> = HashMap::with_capacity(version_rows.len());
     for row in version_rows {
-        versions.insert(
+        heads.insert(
             row.try_get(0).map_err(classify)?,
-            row.try_get(1).map_err(classify)?,
+            StreamHead {
+                version: row.try_get(1).map_err(classify)?,
+                last_occurred_at: Some(row.try_get(2).map_err(classify)?),
+            },
         );
     }
 
@@ -394,8 +408,9 @@ async fn transaction(
         let answer = decide(
             request,
             &mut known,
-            &mut versions,
+            &mut heads,
             &mut head,
+            recorded_at,
             &mut events,
             &mut commands,
         );
@@ -429,6 +444,7 @@ async fn transaction(
                         &recorded_at,
                         &events.data,
                         &events.metadata,
+                        &events.occurred_ats,
                     ],
                 )
                 .await
@@ -479,8 +495,9 @@ async fn transaction(
 fn decide<'a>(
     request: &'a AppendRequest,
     known: &mut HashMap<Uuid, KnownCommand>,
-    versions: &mut HashMap<String, i64>,
+    heads: &mut HashMap<String, StreamHead>,
     head: &mut i64,
+    recorded_at: DateTime<Utc>,
     events: &mut EventColumns<'a>,
     commands: &mut CommandColumns<'a>,
 ) -> Answer {
@@ -499,19 +516,28 @@ fn decide<'a>(
         };
     }
 
-    // Versions as this request sees them; only merged into the batch state if the whole
+    let occurred_at = request.occurred_at.unwrap_or(recorded_at);
+    if occurred_at > recorded_at {
+        return Err(AppendError::OccurredInTheFuture {
+            occurred_at,
+            recorded_at,
+        });
+    }
+
+    // Stream heads as this request sees them; only merged into the batch state if the whole
     // request is accepted, which is what makes a multi-stream append all or nothing.
-    let mut local: HashMap<&str, i64> = HashMap::new();
+    let mut local: HashMap<&str, StreamHead> = HashMap::new();
     let mut planned: Vec<PlannedEvent<'a>> = Vec::new();
     let mut stream_versions = Vec::with_capacity(request.streams.len());
     let mut next_position = *head + 1;
     for stream in &request.streams {
         let stream_id = stream.stream_id.as_str();
-        let actual = local
+        let stream_head = local
             .get(stream_id)
-            .or_else(|| versions.get(stream_id))
+            .or_else(|| heads.get(stream_id))
             .copied()
-            .unwrap_or(0);
+            .unwrap_or_default();
+        let actual = stream_head.version;
         if !stream.expected.matches(actual) {
             tracing::debug!(
                 command_id = %request.command_id,
@@ -526,6 +552,16 @@ fn decide<'a>(
                 actual,
             });
         }
+        if let Some(last_occurred_at) = stream_head.last_occurred_at
+            && occurred_at < last_occurred_at
+            && !stream.events.is_empty()
+        {
+            return Err(AppendError::OccurredBeforeStreamHead {
+                stream_id: stream.stream_id.clone(),
+                occurred_at,
+                last_occurred_at,
+            });
+        }
         let mut version = actual;
         for event in &stream.events {
             version += 1;
@@ -537,7 +573,18 @@ fn decide<'a>(
             });
             next_position += 1;
         }
-        local.insert(stream_id, version);
+        let last_occurred_at = if stream.events.is_empty() {
+            stream_head.last_occurred_at
+        } else {
+            Some(occurred_at)
+        };
+        local.insert(
+            stream_id,
+            StreamHead {
+                version,
+                last_occurred_at,
+            },
+        );
         stream_versions.push(StreamVersion {
             stream_id: stream.stream_id.clone(),
             version,
@@ -557,8 +604,8 @@ fn decide<'a>(
     };
 
     *head = outcome.position;
-    for (stream_id, version) in local {
-        versions.insert(stream_id.to_owned(), version);
+    for (stream_id, stream_head) in local {
+        heads.insert(stream_id.to_owned(), stream_head);
     }
     for planned_event in planned {
         events.positions.push(planned_event.position);
@@ -571,6 +618,7 @@ fn decide<'a>(
             .push(planned_event.event.schema_version);
         events.data.push(&planned_event.event.data);
         events.metadata.push(&planned_event.event.metadata);
+        events.occurred_ats.push(occurred_at);
     }
     commands.command_ids.push(request.command_id);
     commands.fingerprints.push(request.fingerprint.as_deref());

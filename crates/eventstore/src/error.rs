@@ -8,6 +8,7 @@
 use std::error::Error as StdError;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tokio_postgres::error::{DbError, SqlState};
 use uuid::Uuid;
 
@@ -35,6 +36,24 @@ pub enum AppendError {
     /// command reusing an id rather than a retry.
     #[error("command {command_id} was already handled with a different fingerprint")]
     FingerprintMismatch { command_id: Uuid },
+    /// The request's business time is after the moment it would be recorded: history cannot
+    /// be imported from the future.
+    #[error("occurred_at {occurred_at} is after the time of recording {recorded_at}")]
+    OccurredInTheFuture {
+        occurred_at: DateTime<Utc>,
+        recorded_at: DateTime<Utc>,
+    },
+    /// The request's business time is before the last event of one of its streams; business
+    /// time never decreases within a stream.
+    #[error(
+        "occurred_at {occurred_at} is before {last_occurred_at}, when the last event of stream \
+         {stream_id} occurred"
+    )]
+    OccurredBeforeStreamHead {
+        stream_id: String,
+        occurred_at: DateTime<Utc>,
+        last_occurred_at: DateTime<Utc>,
+    },
     /// The database could not be reached or the appender is gone; the append may be retried with
     /// the same command id, which makes the retry safe even if the first attempt committed.
     #[error("event store unavailable")]

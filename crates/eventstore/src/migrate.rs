@@ -40,6 +40,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "commands_retention",
         sql: include_str!("../migrations/0004_commands_retention.sql"),
     },
+    Migration {
+        version: 5,
+        name: "occurred_at",
+        sql: include_str!("../migrations/0005_occurred_at.sql"),
+    },
 ];
 
 /// The migrations this build knows, in the order they are applied.

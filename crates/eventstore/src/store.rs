@@ -17,8 +17,11 @@ use uuid::Uuid;
 /// backpressure that stops a flood of commands from queueing without bound.
 const QUEUE_CAPACITY: usize = 1024;
 
+/// Rows written before business time was stored have no `occurred_at`: it was their
+/// `recorded_at`.
 const EVENT_COLUMNS: &str = "event_id, stream_id, stream_version, position, event_type, \
-                             schema_version, recorded_at, data, metadata";
+                             schema_version, recorded_at, \
+                             coalesce(occurred_at, recorded_at) as occurred_at, data, metadata";
 
 /// A handle to the event store in the pool's `current_schema()`. Cheap to clone; all clones share
 /// one appender task, which stops when the last clone is dropped.
@@ -272,6 +275,7 @@ fn recorded_event(row: &Row) -> Result<RecordedEvent, StoreError> {
         event_type: row.try_get("event_type")?,
         schema_version: row.try_get("schema_version")?,
         recorded_at: row.try_get("recorded_at")?,
+        occurred_at: row.try_get("occurred_at")?,
         data: row.try_get("data")?,
         metadata: row.try_get("metadata")?,
     })

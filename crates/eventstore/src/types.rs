@@ -71,6 +71,11 @@ pub struct AppendRequest {
     /// is refused instead of silently replayed. `None` only equals `None`.
     pub fingerprint: Option<Vec<u8>>,
     pub streams: Vec<StreamAppend>,
+    /// When the command happened in the world, for history imported with its original dates;
+    /// `None` (every live command) means when it is recorded. Never after the moment it is
+    /// recorded, and never before the last event of any stream it appends to, so that business
+    /// time never decreases within a stream.
+    pub occurred_at: Option<DateTime<Utc>>,
 }
 
 /// The answer to an append; stored with the command id so a repeat gets the same answer.
@@ -99,9 +104,10 @@ pub struct StreamVersion {
     pub version: i64,
 }
 
-/// A stored event, as read back. Its serde form is the event envelope of SPEC section 1, so the
-/// field names are a public contract.
+/// A stored event, as read back. Its serde form is the event envelope, so the field names are a
+/// public contract.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(from = "EnvelopeOnTheWire")]
 pub struct RecordedEvent {
     pub event_id: Uuid,
     pub stream_id: String,
@@ -114,8 +120,47 @@ pub struct RecordedEvent {
     /// Read from the clock under the append lock, so it never decreases as position grows.
     #[serde(with = "rfc3339_micros")]
     pub recorded_at: DateTime<Utc>,
+    /// When it happened in the world: `recorded_at`, except for imported history. Never
+    /// decreases within a stream, and is never after `recorded_at`.
+    #[serde(with = "rfc3339_micros")]
+    pub occurred_at: DateTime<Utc>,
     pub data: Value,
     pub metadata: Value,
+}
+
+/// The envelope as it may arrive: messages published before `occurred_at` existed lack it, and
+/// their business time was their `recorded_at`.
+#[derive(Deserialize)]
+struct EnvelopeOnTheWire {
+    event_id: Uuid,
+    stream_id: String,
+    stream_version: i64,
+    position: i64,
+    event_type: String,
+    schema_version: i32,
+    #[serde(with = "rfc3339_micros")]
+    recorded_at: DateTime<Utc>,
+    #[serde(default, with = "optional_rfc3339_micros")]
+    occurred_at: Option<DateTime<Utc>>,
+    data: Value,
+    metadata: Value,
+}
+
+impl From<EnvelopeOnTheWire> for RecordedEvent {
+    fn from(wire: EnvelopeOnTheWire) -> RecordedEvent {
+        RecordedEvent {
+            event_id: wire.event_id,
+            stream_id: wire.stream_id,
+            stream_version: wire.stream_version,
+            position: wire.position,
+            event_type: wire.event_type,
+            schema_version: wire.schema_version,
+            recorded_at: wire.recorded_at,
+            occurred_at: wire.occurred_at.unwrap_or(wire.recorded_at),
+            data: wire.data,
+            metadata: wire.metadata,
+        }
+    }
 }
 
 impl RecordedEvent {
@@ -150,5 +195,18 @@ mod rfc3339_micros {
         DateTime::parse_from_rfc3339(&text)
             .map(|value| value.with_timezone(&Utc))
             .map_err(serde::de::Error::custom)
+    }
+}
+
+mod optional_rfc3339_micros {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        #[derive(Deserialize)]
+        struct Instant(#[serde(with = "super::rfc3339_micros")] DateTime<Utc>);
+        Ok(Option::<Instant>::deserialize(deserializer)?.map(|instant| instant.0))
     }
 }

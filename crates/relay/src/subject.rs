@@ -81,6 +81,7 @@ mod tests {
             event_type: event_type.to_owned(),
             schema_version: 1,
             recorded_at: Utc::now(),
+            occurred_at: Utc::now(),
             data: json!({}),
             metadata: json!({}),
         }

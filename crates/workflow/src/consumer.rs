@@ -219,6 +219,7 @@ fn workflow_context(
         repeatable: true,
         fingerprint: None,
         expected_version: None,
+        occurred_at: None,
     }
 }
 

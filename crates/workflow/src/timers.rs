@@ -208,6 +208,7 @@ async fn fire_one(shared: &Shared, timer: &DueTimer, now: chrono::DateTime<Utc>)
         repeatable: true,
         fingerprint: None,
         expected_version: None,
+        occurred_at: None,
     };
     let request = OpportunityRequest::Other(command);
     match shared

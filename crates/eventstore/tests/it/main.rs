@@ -11,6 +11,7 @@ mod idempotency;
 mod migrations;
 mod multi_stream;
 mod notify;
+mod occurred_at;
 mod ordering;
 mod races;
 mod reads;
@@ -49,6 +50,7 @@ pub fn single(stream_id: &str, expected: ExpectedVersion, events: Vec<NewEvent>)
     AppendRequest {
         command_id: Uuid::now_v7(),
         fingerprint: None,
+        occurred_at: None,
         streams: vec![StreamAppend {
             stream_id: stream_id.to_owned(),
             expected,

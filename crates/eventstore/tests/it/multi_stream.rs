@@ -13,6 +13,7 @@ fn two_streams(
     AppendRequest {
         command_id: Uuid::now_v7(),
         fingerprint: None,
+        occurred_at: None,
         streams: vec![
             StreamAppend {
                 stream_id: first.to_owned(),

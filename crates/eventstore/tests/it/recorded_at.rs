@@ -72,6 +72,7 @@ async fn the_envelope_has_the_spec_field_names_and_microsecond_timestamps() {
             "event_id",
             "event_type",
             "metadata",
+            "occurred_at",
             "position",
             "recorded_at",
             "schema_version",
@@ -79,6 +80,7 @@ async fn the_envelope_has_the_spec_field_names_and_microsecond_timestamps() {
             "stream_version"
         ]
     );
+    assert_eq!(envelope["occurred_at"], envelope["recorded_at"]);
     let recorded_at = envelope["recorded_at"].as_str().expect("string");
     // 2026-11-26T10:00:00.123456Z
     assert_eq!(recorded_at.len(), 27, "{recorded_at}");

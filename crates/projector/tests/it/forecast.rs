@@ -67,6 +67,8 @@ impl Builder {
             schema_version: 1,
             recorded_at: Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap()
                 + chrono::Duration::minutes(position),
+            occurred_at: Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap()
+                + chrono::Duration::minutes(position),
             data,
             metadata: serde_json::json!({}),
         });

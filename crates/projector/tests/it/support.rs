@@ -119,6 +119,7 @@ impl Harness {
         let request = AppendRequest {
             command_id: uuid::Uuid::now_v7(),
             fingerprint: None,
+            occurred_at: None,
             streams: vec![StreamAppend {
                 stream_id: stream_id.to_owned(),
                 expected: ExpectedVersion::Any,

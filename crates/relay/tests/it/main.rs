@@ -124,6 +124,7 @@ pub fn single_event_request(category: &str, event_type: &str) -> AppendRequest {
     AppendRequest {
         command_id: Uuid::now_v7(),
         fingerprint: None,
+        occurred_at: None,
         streams: vec![StreamAppend {
             stream_id: format!("{category}-{}", Uuid::now_v7()),
             expected: ExpectedVersion::NoStream,

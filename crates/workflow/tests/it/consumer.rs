@@ -22,6 +22,7 @@ async fn an_event_of_a_newer_schema_version_waits_for_an_upgrade() {
         .append(AppendRequest {
             command_id: Uuid::now_v7(),
             fingerprint: None,
+            occurred_at: None,
             streams: vec![StreamAppend {
                 stream_id: format!("opportunity-{}", Uuid::now_v7()),
                 expected: ExpectedVersion::NoStream,

@@ -204,6 +204,7 @@ async fn timers_that_keep_failing_are_retried_with_backoff_and_do_not_starve_lat
         .append(AppendRequest {
             command_id: Uuid::now_v7(),
             fingerprint: None,
+            occurred_at: None,
             streams: vec![StreamAppend {
                 stream_id: format!("opportunity-{broken}"),
                 expected: ExpectedVersion::NoStream,
