@@ -19,7 +19,9 @@ async fn a_live_event_occurred_when_it_was_recorded_and_an_imported_one_keeps_it
     let database = TestDb::new().await;
     let store = database.store();
     let imported = new_stream("opportunity");
-    let march = "2025-03-14T09:30:00.250000Z".parse::<DateTime<Utc>>().unwrap();
+    let march = "2025-03-14T09:30:00.250000Z"
+        .parse::<DateTime<Utc>>()
+        .unwrap();
     store
         .append(dated(
             single(&imported, ExpectedVersion::NoStream, events(2)),
