@@ -409,8 +409,14 @@ struct Progress {
 
 impl Progress {
     fn is_quiet(&self) -> bool {
+        let has = |name: &str| {
+            self.checkpoints
+                .iter()
+                .any(|(projection, _)| projection == name)
+        };
         self.published == self.head as u64
-            && self.checkpoints.len() == 2
+            && has("pipeline")
+            && has("forecast")
             && self
                 .checkpoints
                 .iter()
