@@ -12,6 +12,7 @@ mod extract;
 mod problem;
 mod query_routes;
 mod read_routes;
+mod time_travel;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -171,6 +172,7 @@ route_table! {
     put "/v1/pipelines/{slug}" => command_routes::define_pipeline,
     get "/v1/pipelines/{slug}/board" => read_routes::board,
     get "/v1/forecast" => read_routes::forecast,
+    get "/v1/forecast/trend" => time_travel::trend,
     get "/v1/follow-ups" => read_routes::follow_ups,
     get "/v1/events" => query_routes::feed,
 }

@@ -4,6 +4,10 @@
 //! Read-your-writes: every one of them takes `min_position=N` and waits (at most
 //! [`READ_YOUR_WRITES_WAIT`]) until the projection it reads has applied position N, else answers
 //! 503 with `Retry-After`.
+//!
+//! Time travel: every one of them also takes `as_of` or `as_of_position` (`crate::time_travel`)
+//! and then answers from `projector::asof` instead of the tables, in the same shape, with the
+//! fields that say what the answer covers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,6 +25,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::extract::{Query, path_uuid};
 use crate::problem::ApiError;
+use crate::time_travel::{self, AsOfFields, DealAsOfFields};
 
 /// How long a query with `min_position` waits for the read model before answering 503.
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
@@ -39,16 +44,23 @@ impl From<ProjectorError> for ApiError {
     }
 }
 
-/// Makes sure the read-model tables exist (once per process), then waits for `min_position`.
+/// Makes sure the read-model tables exist, once per process.
+pub(crate) async fn ensure_read_models(app: &AppState) -> Result<(), ApiError> {
+    let pool = app.handler.store().pool();
+    app.read_models_migrated
+        .get_or_try_init(|| projector::migrate(pool))
+        .await?;
+    Ok(())
+}
+
+/// Makes sure the read-model tables exist, then waits for `min_position`.
 async fn ready(
     app: &AppState,
     projection: Projection,
     min_position: Option<i64>,
 ) -> Result<(), ApiError> {
     let pool = app.handler.store().pool();
-    app.read_models_migrated
-        .get_or_try_init(|| projector::migrate(pool))
-        .await?;
+    ensure_read_models(app).await?;
     let Some(position) = min_position else {
         return Ok(());
     };
@@ -83,6 +95,8 @@ async fn ready(
 #[serde(deny_unknown_fields)]
 pub struct PositionQuery {
     min_position: Option<i64>,
+    as_of: Option<String>,
+    as_of_position: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -122,6 +136,9 @@ pub struct OpportunityView {
     version: i64,
     /// The position of the last event reflected here.
     position: i64,
+    /// Set on an answer from history.
+    #[serde(flatten)]
+    as_of: Option<DealAsOfFields>,
 }
 
 impl OpportunityView {
@@ -163,6 +180,7 @@ impl OpportunityView {
                 .collect(),
             version: deal.version,
             position: deal.position,
+            as_of: None,
         }
     }
 }
@@ -175,7 +193,26 @@ pub async fn opportunity(
     Query(query): Query<PositionQuery>,
 ) -> Result<Json<OpportunityView>, ApiError> {
     let id = OpportunityId(path_uuid("opportunity", &id)?);
+    let horizon = time_travel::horizon(
+        &app,
+        query.as_of.as_deref(),
+        query.as_of_position.as_deref(),
+    )
+    .await?;
     ready(&app, Projection::Pipeline, query.min_position).await?;
+    if let Some(horizon) = horizon {
+        let (deal, covered) = projector::asof::deal(app.handler.store(), id.0, horizon).await?;
+        let deal = deal.ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "opportunity {id} not found as of position {}",
+                covered.position
+            ))
+        })?;
+        let mut view =
+            OpportunityView::of(&deal, covered.instant.unwrap_or_else(|| app.handler.now()));
+        view.as_of = Some(covered.into());
+        return Ok(Json(view));
+    }
     let pool = app.handler.store().pool();
     let deal = match projector::read::deal(pool, id.0).await? {
         Some(deal) => deal,
@@ -201,6 +238,8 @@ pub struct ListQuery {
     limit: Option<i64>,
     cursor: Option<String>,
     min_position: Option<i64>,
+    as_of: Option<String>,
+    as_of_position: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -208,6 +247,9 @@ pub struct OpportunityList {
     opportunities: Vec<OpportunityView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
+    /// Set on an answer from history.
+    #[serde(flatten)]
+    as_of: Option<AsOfFields>,
 }
 
 /// Cursors are opaque to clients; today they carry the last id of the page.
@@ -255,6 +297,12 @@ pub async fn opportunities(
     let after = non_empty(query.cursor)
         .map(|cursor| decode_cursor(&cursor))
         .transpose()?;
+    let horizon = time_travel::horizon(
+        &app,
+        query.as_of.as_deref(),
+        query.as_of_position.as_deref(),
+    )
+    .await?;
     ready(&app, Projection::Pipeline, query.min_position).await?;
     let filter = projector::read::DealFilter {
         stage,
@@ -264,19 +312,32 @@ pub async fn opportunities(
         // One more than asked tells whether another page follows.
         limit: limit + 1,
     };
-    let mut deals = projector::read::deals(app.handler.store().pool(), &filter).await?;
+    let (mut deals, covered) = match horizon {
+        Some(horizon) => {
+            let (deals, covered) =
+                projector::asof::deals(app.handler.store(), &filter, horizon).await?;
+            (deals, Some(covered))
+        }
+        None => (
+            projector::read::deals(app.handler.store().pool(), &filter).await?,
+            None,
+        ),
+    };
     let more = deals.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     deals.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = more
         .then(|| deals.last().map(|deal| encode_cursor(deal.id)))
         .flatten();
-    let now = app.handler.now();
+    let now = covered
+        .and_then(|covered| covered.instant)
+        .unwrap_or_else(|| app.handler.now());
     Ok(Json(OpportunityList {
         opportunities: deals
             .iter()
             .map(|deal| OpportunityView::of(deal, now))
             .collect(),
         next_cursor,
+        as_of: covered.map(Into::into),
     }))
 }
 
@@ -298,6 +359,9 @@ pub struct BoardColumn {
 pub struct Board {
     pipeline: String,
     columns: Vec<BoardColumn>,
+    /// Set on an answer from history.
+    #[serde(flatten)]
+    as_of: Option<AsOfFields>,
 }
 
 /// `GET /v1/pipelines/{slug}/board`: columns in the pipeline's stage order, empty stages
@@ -309,17 +373,34 @@ pub async fn board(
 ) -> Result<Json<Board>, ApiError> {
     let slug = PipelineSlug::parse(&slug)
         .map_err(|_| ApiError::NotFound(format!("pipeline {slug:?} not found")))?;
+    let horizon = time_travel::horizon(
+        &app,
+        query.as_of.as_deref(),
+        query.as_of_position.as_deref(),
+    )
+    .await?;
     ready(&app, Projection::Pipeline, query.min_position).await?;
-    let definition = app
-        .handler
-        .load_pipeline(&slug)
-        .await?
-        .state
-        .ok_or_else(|| ApiError::NotFound(format!("pipeline {slug} not found")))?;
-    let cells = projector::read::board(app.handler.store().pool(), slug.as_str()).await?;
+    let (definition, cells, covered) = match horizon {
+        Some(horizon) => {
+            let (cells, covered) =
+                projector::asof::board(app.handler.store(), slug.as_str(), horizon).await?;
+            let definition = time_travel::pipeline_as_of(&app, &slug, covered.position).await?;
+            (definition, cells, Some(covered))
+        }
+        None => {
+            let definition = app
+                .handler
+                .load_pipeline(&slug)
+                .await?
+                .state
+                .ok_or_else(|| ApiError::NotFound(format!("pipeline {slug} not found")))?;
+            let cells = projector::read::board(app.handler.store().pool(), slug.as_str()).await?;
+            (Some(definition), cells, None)
+        }
+    };
     let mut columns: Vec<BoardColumn> = definition
-        .stages
         .iter()
+        .flat_map(|definition| &definition.stages)
         .map(|stage| BoardColumn {
             stage: stage.name.to_string(),
             totals: Vec::new(),
@@ -346,6 +427,7 @@ pub async fn board(
     Ok(Json(Board {
         pipeline: slug.to_string(),
         columns,
+        as_of: covered.map(Into::into),
     }))
 }
 
@@ -357,6 +439,8 @@ pub struct ForecastQuery {
     pipeline: Option<String>,
     currency: Option<String>,
     min_position: Option<i64>,
+    as_of: Option<String>,
+    as_of_position: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -378,6 +462,9 @@ pub struct ForecastRow {
 pub struct Forecast {
     period: &'static str,
     rows: Vec<ForecastRow>,
+    /// Set on an answer from history.
+    #[serde(flatten)]
+    as_of: Option<AsOfFields>,
 }
 
 /// `GET /v1/forecast?period=month|quarter&owner=&pipeline=&currency=`
@@ -392,14 +479,32 @@ pub async fn forecast(
             detail: format!("period: {period:?} is not one of month, quarter"),
         })?,
     };
+    let horizon = time_travel::horizon(
+        &app,
+        query.as_of.as_deref(),
+        query.as_of_position.as_deref(),
+    )
+    .await?;
     ready(&app, Projection::Forecast, query.min_position).await?;
     let filter = projector::read::ForecastFilter {
         owner: non_empty(query.owner),
         pipeline: non_empty(query.pipeline),
         currency: non_empty(query.currency),
     };
-    let rows = projector::read::forecast(app.handler.store().pool(), granularity, &filter).await?;
+    let (rows, covered) = match horizon {
+        Some(horizon) => {
+            let (rows, covered) =
+                projector::asof::forecast(app.handler.store(), granularity, &filter, horizon)
+                    .await?;
+            (rows, Some(covered))
+        }
+        None => (
+            projector::read::forecast(app.handler.store().pool(), granularity, &filter).await?,
+            None,
+        ),
+    };
     Ok(Json(Forecast {
+        as_of: covered.map(Into::into),
         period: granularity.as_str(),
         rows: rows
             .into_iter()
@@ -426,6 +531,8 @@ pub struct FollowUpQuery {
     owner: Option<String>,
     status: Option<String>,
     min_position: Option<i64>,
+    as_of: Option<String>,
+    as_of_position: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -441,6 +548,9 @@ pub struct FollowUpItem {
 #[derive(Serialize)]
 pub struct FollowUps {
     follow_ups: Vec<FollowUpItem>,
+    /// Set on an answer from history.
+    #[serde(flatten)]
+    as_of: Option<AsOfFields>,
 }
 
 /// `GET /v1/follow-ups?owner=&status=open|due`: without a status, both open and due ones.
@@ -459,16 +569,39 @@ pub async fn follow_ups(
             });
         }
     };
-    ready(&app, Projection::Pipeline, query.min_position).await?;
-    let owner = non_empty(query.owner);
-    let rows = projector::read::follow_ups(
-        app.handler.store().pool(),
-        owner.as_deref(),
-        statuses,
-        MAX_FOLLOW_UPS,
+    let horizon = time_travel::horizon(
+        &app,
+        query.as_of.as_deref(),
+        query.as_of_position.as_deref(),
     )
     .await?;
+    ready(&app, Projection::Pipeline, query.min_position).await?;
+    let owner = non_empty(query.owner);
+    let (rows, covered) = match horizon {
+        Some(horizon) => {
+            let (rows, covered) = projector::asof::follow_ups(
+                app.handler.store(),
+                owner.as_deref(),
+                statuses,
+                MAX_FOLLOW_UPS,
+                horizon,
+            )
+            .await?;
+            (rows, Some(covered))
+        }
+        None => (
+            projector::read::follow_ups(
+                app.handler.store().pool(),
+                owner.as_deref(),
+                statuses,
+                MAX_FOLLOW_UPS,
+            )
+            .await?,
+            None,
+        ),
+    };
     Ok(Json(FollowUps {
+        as_of: covered.map(Into::into),
         follow_ups: rows
             .into_iter()
             .map(|row| FollowUpItem {

@@ -8,10 +8,14 @@
 //! - [`runner`] owns consuming, batching, checkpoints, acknowledgement, leadership and shutdown;
 //!   [`rebuild`] replays the store into fresh tables and swaps them in.
 //! - [`read`] holds the queries over the tables, so that only this crate knows their shape.
+//! - [`snapshot`] keeps periodic copies of the read models, written with the batches, and
+//!   [`asof`] answers the same queries as of any earlier instant or position: the nearest
+//!   snapshot, then the events after it folded through [`rules`].
 //!
 //! What it deliberately avoids: emitting events (projectors never write to the store), HTTP,
 //! and any rule that is not in [`rules`]. Read `rules` first, then `runner`.
 
+pub mod asof;
 mod error;
 mod persist;
 pub mod read;
@@ -19,6 +23,7 @@ pub mod rebuild;
 pub mod rules;
 pub mod runner;
 mod schema;
+pub mod snapshot;
 
 pub use error::ProjectorError;
 pub use rebuild::{RebuildOptions, RebuildPhase, RebuildProgress, RebuildReport, rebuild};
@@ -53,11 +58,34 @@ impl Projection {
             .ok_or_else(|| ProjectorError::UnknownProjection(name.to_owned()))
     }
 
-    /// The tables this projection owns; a rebuild replaces all of them at once.
+    /// The tables this projection owns, its snapshots included; a rebuild replaces all of them
+    /// at once, dropping them in this order. A query that reads two of them locks them in the
+    /// order it names them (the follow-ups query: `follow_ups`, then `deals`), so they come in
+    /// that order here: the other way round, the swap and such a reader could each hold the
+    /// table the other waits for, and the reader would be ended as a deadlock.
     pub fn tables(self) -> &'static [&'static str] {
         match self {
-            Projection::Pipeline => &["deals", "follow_ups", "board"],
-            Projection::Forecast => &["forecast_deals", "forecast"],
+            Projection::Pipeline => &[
+                "follow_ups",
+                "deals",
+                "board",
+                "pipeline_snapshots",
+                "pipeline_snapshot_deals",
+            ],
+            Projection::Forecast => &[
+                "forecast_deals",
+                "forecast",
+                "forecast_snapshots",
+                "forecast_snapshot_deals",
+            ],
+        }
+    }
+
+    /// The table of this projection's deal rows (the whole [`rules::DealView`] in `view`).
+    pub(crate) fn deals_table(self) -> &'static str {
+        match self {
+            Projection::Pipeline => "deals",
+            Projection::Forecast => "forecast_deals",
         }
     }
 }

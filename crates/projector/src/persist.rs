@@ -35,9 +35,50 @@ pub(crate) struct Applied {
     pub stopped: Option<ProjectorError>,
 }
 
-/// Applies `events` (ascending positions, none applied before) to the projection's tables.
-/// Leaves the checkpoint to the caller, which writes it in the same transaction.
+/// Applies `events` (ascending positions, none applied before) to the projection's tables, on
+/// top of the state at position `after`, and writes a snapshot wherever the position crosses a
+/// multiple of `snapshot_every` (see [`crate::snapshot`]). Leaves the checkpoint to the caller,
+/// which writes it in the same transaction.
 pub(crate) async fn apply_events(
+    transaction: &Transaction<'_>,
+    projection: Projection,
+    suffix: &str,
+    after: i64,
+    snapshot_every: i64,
+    events: &[RecordedEvent],
+) -> Result<Applied, ProjectorError> {
+    // The state right after each event that starts a new interval is a snapshot.
+    let mut previous = after;
+    let mut chunk_ends: Vec<(usize, bool)> = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        if crate::snapshot::crosses(previous, event.position, snapshot_every) {
+            chunk_ends.push((index + 1, true));
+        }
+        previous = event.position;
+    }
+    chunk_ends.push((events.len(), false));
+
+    let mut applied = Applied::default();
+    let mut start = 0;
+    for (end, snapshot) in chunk_ends {
+        let chunk = &events[start..end];
+        start = end;
+        let chunk_applied = apply_chunk(transaction, projection, suffix, chunk).await?;
+        applied.events += chunk_applied.events;
+        applied.malformed += chunk_applied.malformed;
+        applied.through = chunk_applied.through.or(applied.through);
+        if chunk_applied.stopped.is_some() {
+            applied.stopped = chunk_applied.stopped;
+            break;
+        }
+        if let (true, Some(last)) = (snapshot, chunk.last()) {
+            crate::snapshot::write(transaction, projection, suffix, last).await?;
+        }
+    }
+    Ok(applied)
+}
+
+async fn apply_chunk(
     transaction: &Transaction<'_>,
     projection: Projection,
     suffix: &str,
@@ -82,58 +123,40 @@ pub(crate) async fn apply_events(
     ids.sort_unstable();
     ids.dedup();
 
-    let state_table = match projection {
-        Projection::Pipeline => format!("deals{suffix}"),
-        Projection::Forecast => format!("forecast_deals{suffix}"),
-    };
+    let state_table = format!("{}{suffix}", projection.deals_table());
     let rows = transaction
         .query(
             &format!("select id, view from {state_table} where id = any($1)"),
             &[&ids],
         )
         .await?;
-    let mut before: HashMap<Uuid, DealView> = HashMap::with_capacity(rows.len());
+    let mut deals: HashMap<Uuid, Option<DealView>> = HashMap::with_capacity(ids.len());
     for row in rows {
         let id: Uuid = row.try_get(0)?;
         let view: serde_json::Value = row.try_get(1)?;
         let view: DealView = serde_json::from_value(view).map_err(|error| {
             ProjectorError::Corrupt(format!("{state_table} row {id} does not decode: {error}"))
         })?;
-        before.insert(id, view);
+        deals.insert(id, Some(view));
     }
-
-    let mut after: HashMap<Uuid, Option<DealView>> = ids
+    let changes = rules::fold_batch(&mut deals, &decoded);
+    // A deal row is never removed: no event deletes a deal.
+    let changed: Vec<&DealView> = changes
+        .changed
         .iter()
-        .map(|id| (*id, before.get(id).cloned()))
+        .filter_map(|id| deals.get(id).and_then(Option::as_ref))
         .collect();
-    for (context, event) in &decoded {
-        let slot = after.entry(context.opportunity_id).or_default();
-        *slot = rules::apply(slot.take(), event, context);
-    }
-
-    let mut deltas = Deltas::default();
-    let mut changed: Vec<&DealView> = Vec::new();
-    for id in &ids {
-        let old = before.get(id);
-        let new = after.get(id).and_then(Option::as_ref);
-        if old != new {
-            deltas.record(old, new);
-            // A deal row is never removed: no event deletes a deal.
-            if let Some(new) = new {
-                changed.push(new);
-            }
-        }
-    }
+    let deltas = &changes.deltas;
 
     match projection {
         Projection::Pipeline => {
             write_deals(transaction, suffix, &changed).await?;
             write_follow_ups(transaction, suffix, &changed).await?;
-            write_board(transaction, suffix, &deltas).await?;
+            write_board(transaction, suffix, deltas).await?;
         }
         Projection::Forecast => {
             write_forecast_deals(transaction, suffix, &changed).await?;
-            write_forecast(transaction, suffix, &deltas).await?;
+            write_forecast(transaction, suffix, deltas).await?;
         }
     }
     Ok(applied)

@@ -106,13 +106,13 @@ pub struct BoardCell {
     pub weighted_amount: Sum,
 }
 
-/// Open deals of one pipeline per stage and currency.
+/// Open deals of one pipeline per stage and currency, in byte order (as [`crate::asof`] sorts).
 pub async fn board(pool: &Pool, pipeline: &str) -> Result<Vec<BoardCell>, ProjectorError> {
     let client = pool.get().await?;
     let rows = client
         .query(
             "select stage, currency, count, amount::text, weighted_amount::text from board \
-             where pipeline = $1 order by stage, currency",
+             where pipeline = $1 order by stage collate \"C\", currency collate \"C\"",
             &[&pipeline],
         )
         .await?;
@@ -157,7 +157,8 @@ pub struct ForecastRow {
     pub closed_lost: Sum,
 }
 
-/// Forecast rows per period, owner, pipeline and currency, in that order.
+/// Forecast rows per period, owner, pipeline and currency, in that order (byte order, as
+/// [`crate::asof`] sorts).
 pub async fn forecast(
     pool: &Pool,
     granularity: Granularity,
@@ -176,7 +177,8 @@ pub async fn forecast(
          where ($1::text is null or owner = $1) and ($2::text is null or pipeline = $2) \
            and ($3::text is null or currency = $3) \
          group by 1, owner, pipeline, currency \
-         order by 1, owner, pipeline, currency"
+         order by 1, owner collate \"C\", pipeline collate \"C\", \
+           currency collate \"C\""
     );
     let rows = client
         .query(&sql, &[&filter.owner, &filter.pipeline, &filter.currency])

@@ -41,16 +41,20 @@ pub struct RebuildOptions {
     pub swap_attempts: u32,
     /// The pause between two attempts, in which queued readers go ahead.
     pub swap_retry_pause: Duration,
+    /// Positions between two snapshots, as the live projection writes them.
+    pub snapshot_every: i64,
 }
 
 impl Default for RebuildOptions {
-    /// Batches of 5,000 events; the swap waits 1 s for readers, up to 30 times, 4 s apart.
+    /// Batches of 5,000 events; the swap waits 1 s for readers, up to 30 times, 4 s apart; a
+    /// snapshot every 1,000 positions.
     fn default() -> Self {
         RebuildOptions {
             batch_size: 5_000,
             swap_lock_timeout: Duration::from_secs(1),
             swap_attempts: 30,
             swap_retry_pause: Duration::from_secs(4),
+            snapshot_every: crate::snapshot::DEFAULT_SNAPSHOT_EVERY,
         }
     }
 }
@@ -73,7 +77,7 @@ pub struct RebuildProgress {
     pub position: i64,
     /// The store's head when the rebuild started; the replay goes on past it if events arrive.
     pub head: i64,
-    /// Events folded into the fresh tables so far (events of other categories are not read).
+    /// Opportunity events folded into the fresh tables so far.
     pub events_applied: u64,
     pub elapsed: Duration,
     /// Positions covered per second since the start.
@@ -151,7 +155,13 @@ pub async fn rebuild(
             .map_or(state.position, |event| event.position);
         let (read_result, applied) = tokio::join!(
             read(store, after, batch_size),
-            apply_batch(pool, projection, &current)
+            apply_batch(
+                pool,
+                projection,
+                state.position,
+                options.snapshot_every,
+                &current
+            )
         );
         state.events_applied += applied?;
         state.position = after;
@@ -167,6 +177,7 @@ pub async fn rebuild(
             projection,
             &mut state,
             batch_size,
+            options.snapshot_every,
             options.swap_lock_timeout,
         )
         .await
@@ -212,21 +223,30 @@ async fn read(
     after: i64,
     batch_size: i64,
 ) -> Result<Vec<RecordedEvent>, ProjectorError> {
-    // Only opportunity events change these projections; the category index makes skipping the
-    // others free.
-    Ok(store
-        .read_all(after, batch_size, Some("opportunity"))
-        .await?)
+    // Every category, although only opportunity events change these projections: snapshots
+    // are taken at the positions the live projection takes them, right after the event that
+    // starts an interval, with its `recorded_at`.
+    Ok(store.read_all(after, batch_size, None).await?)
 }
 
 async fn apply_batch(
     pool: &deadpool_postgres::Pool,
     projection: Projection,
+    after: i64,
+    snapshot_every: i64,
     events: &[RecordedEvent],
 ) -> Result<u64, ProjectorError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
-    let applied = persist::apply_events(&transaction, projection, SUFFIX, events).await?;
+    let applied = persist::apply_events(
+        &transaction,
+        projection,
+        SUFFIX,
+        after,
+        snapshot_every,
+        events,
+    )
+    .await?;
     if let Some(error) = applied.stopped {
         // The fresh tables would lack that event for good: the rebuild fails instead.
         return Err(error);
@@ -242,6 +262,7 @@ async fn swap(
     projection: Projection,
     state: &mut Progress,
     batch_size: i64,
+    snapshot_every: i64,
     lock_timeout: Duration,
 ) -> Result<i64, ProjectorError> {
     let mut client = store.pool().get().await?;
@@ -260,7 +281,15 @@ async fn swap(
         let Some(last) = events.last().map(|event| event.position) else {
             break;
         };
-        let applied = persist::apply_events(&transaction, projection, SUFFIX, &events).await?;
+        let applied = persist::apply_events(
+            &transaction,
+            projection,
+            SUFFIX,
+            position,
+            snapshot_every,
+            &events,
+        )
+        .await?;
         if let Some(error) = applied.stopped {
             return Err(error);
         }

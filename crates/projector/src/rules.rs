@@ -7,7 +7,7 @@
 //! its new one added), and [`ReadModel`] folds the very same functions in memory, so "what did the
 //! board and the forecast say at instant T" ([`fold_until`]) is not a second copy of the rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::{Add, Neg, Sub};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -657,6 +657,69 @@ impl Deltas {
     }
 }
 
+/// Folds decoded events into the rows they touch and answers how the sums change. `rows` must
+/// hold, for every deal the events touch, its row before them (`None` for a deal not created
+/// yet); it is left holding the rows after them. The SQL batches, the rebuild and the as-of
+/// folds all go through here, so the live tables and every answer from history share one fold.
+pub fn fold_batch(
+    rows: &mut HashMap<Uuid, Option<DealView>>,
+    events: &[(EventContext, Box<OpportunityEvent>)],
+) -> Changes {
+    let before: HashMap<Uuid, Option<DealView>> = events
+        .iter()
+        .map(|(context, _)| {
+            let id = context.opportunity_id;
+            (id, rows.get(&id).cloned().flatten())
+        })
+        .collect();
+    for (context, event) in events {
+        let slot = rows.entry(context.opportunity_id).or_default();
+        *slot = apply(slot.take(), event, context);
+    }
+    let mut changes = Changes::default();
+    let mut ids: Vec<&Uuid> = before.keys().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let old = before[id].as_ref();
+        let new = rows.get(id).and_then(Option::as_ref);
+        if old != new {
+            changes.deltas.record(old, new);
+            changes.changed.push(*id);
+        }
+    }
+    changes
+}
+
+/// What [`fold_batch`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub deltas: Deltas,
+    /// The deals whose row changed, in id order.
+    pub changed: Vec<Uuid>,
+}
+
+/// Forecast rows per period label (`2026-12` or `2026-Q4`), owner, pipeline and currency, from
+/// the cells per month.
+pub fn forecast_rows(
+    cells: &BTreeMap<ForecastKey, ForecastFigures>,
+    granularity: Granularity,
+) -> BTreeMap<(String, String, String, String), ForecastFigures> {
+    let mut rows = BTreeMap::new();
+    for (key, figures) in cells {
+        accumulate(
+            &mut rows,
+            (
+                key.month.label(granularity),
+                key.owner.clone(),
+                key.pipeline.clone(),
+                key.currency.clone(),
+            ),
+            *figures,
+        );
+    }
+    rows
+}
+
 /// The read models held in memory: every deal's row, and the position of the last event folded.
 /// Folding history through it answers what the board and the forecast said at any instant.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -701,20 +764,7 @@ impl ReadModel {
         &self,
         granularity: Granularity,
     ) -> BTreeMap<(String, String, String, String), ForecastFigures> {
-        let mut rows = BTreeMap::new();
-        for (key, figures) in self.forecast() {
-            accumulate(
-                &mut rows,
-                (
-                    key.month.label(granularity),
-                    key.owner,
-                    key.pipeline,
-                    key.currency,
-                ),
-                figures,
-            );
-        }
-        rows
+        forecast_rows(&self.forecast(), granularity)
     }
 }
 

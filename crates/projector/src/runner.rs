@@ -62,6 +62,8 @@ pub struct ProjectorConfig {
     /// The longest pause after transient failures in a row: each pause doubles from
     /// `retry_interval` up to this, and a batch applied brings it back to `retry_interval`.
     pub retry_interval_max: Duration,
+    /// Positions between two snapshots of the read models ([`crate::snapshot`]).
+    pub snapshot_every: i64,
     /// Test-only fault injection; `None` in production.
     pub faults: Option<FaultHook>,
 }
@@ -76,6 +78,7 @@ impl std::fmt::Debug for ProjectorConfig {
             .field("ack_wait", &self.ack_wait)
             .field("retry_interval", &self.retry_interval)
             .field("retry_interval_max", &self.retry_interval_max)
+            .field("snapshot_every", &self.snapshot_every)
             .field("faults", &self.faults.is_some())
             .finish_non_exhaustive()
     }
@@ -83,7 +86,7 @@ impl std::fmt::Debug for ProjectorConfig {
 
 impl ProjectorConfig {
     /// Production defaults: batches of up to 500 messages, 30 s to acknowledge, retries after 1 s
-    /// doubling up to 30 s.
+    /// doubling up to 30 s, a snapshot every 1,000 positions.
     pub fn new(
         nats_url: impl Into<String>,
         stream_name: impl Into<String>,
@@ -97,6 +100,7 @@ impl ProjectorConfig {
             ack_wait: Duration::from_secs(30),
             retry_interval: Duration::from_secs(1),
             retry_interval_max: Duration::from_secs(30),
+            snapshot_every: crate::snapshot::DEFAULT_SNAPSHOT_EVERY,
             faults: None,
         }
     }
@@ -350,6 +354,7 @@ impl Worker {
             self.projection,
             &events,
             last_position,
+            self.config.snapshot_every,
             faults.as_ref(),
         )
         .await
@@ -402,14 +407,24 @@ impl Worker {
 /// Applies a delivered batch (ascending positions; duplicates, already-applied events and gaps
 /// allowed) up to `last_position`, in as many transactions as gap filling needs, each with the
 /// checkpoint. Events at or below the checkpoint have no effect, so applying the same batch
-/// twice changes nothing the second time. Returns the checkpoint reached.
+/// twice changes nothing the second time. Snapshots as in production. Returns the checkpoint
+/// reached.
 pub async fn apply_batch(
     store: &EventStore,
     projection: Projection,
     events: &[RecordedEvent],
 ) -> Result<i64, ProjectorError> {
     let last_position = events.iter().map(|event| event.position).max().unwrap_or(0);
-    commit_batch(store, projection, events, last_position, None).await
+    let snapshot_every = crate::snapshot::DEFAULT_SNAPSHOT_EVERY;
+    commit_batch(
+        store,
+        projection,
+        events,
+        last_position,
+        snapshot_every,
+        None,
+    )
+    .await
 }
 
 async fn commit_batch(
@@ -417,6 +432,7 @@ async fn commit_batch(
     projection: Projection,
     events: &[RecordedEvent],
     last_position: i64,
+    snapshot_every: i64,
     faults: Option<&FaultHook>,
 ) -> Result<i64, ProjectorError> {
     let pool: &Pool = store.pool();
@@ -458,7 +474,15 @@ async fn commit_batch(
             )));
         }
         let owned: Vec<RecordedEvent> = to_apply.into_iter().cloned().collect();
-        let applied = persist::apply_events(&transaction, projection, "", &owned).await?;
+        let applied = persist::apply_events(
+            &transaction,
+            projection,
+            "",
+            checkpoint,
+            snapshot_every,
+            &owned,
+        )
+        .await?;
         // Short of the batch's end only when an event of an unknown schema version stopped it:
         // what came before it is kept, the checkpoint stays right before it.
         let last_applied = applied.through.unwrap_or(checkpoint);

@@ -24,6 +24,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "forecast",
         sql: include_str!("../migrations/0003_forecast.sql"),
     },
+    Migration {
+        version: 4,
+        name: "snapshots",
+        sql: include_str!("../migrations/0004_snapshots.sql"),
+    },
 ];
 
 pub fn migrations() -> &'static [Migration] {

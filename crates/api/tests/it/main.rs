@@ -16,4 +16,5 @@ mod opportunities;
 mod pipelines;
 mod python;
 mod queries;
+mod time_travel;
 mod timeouts;

@@ -874,6 +874,35 @@ async fn every_answer_matches_the_document() {
     answers.check("get", "/v1/opportunities", &reply);
     let reply = app.get(&format!("/v1/opportunities/{deal}/history")).await;
     answers.check("get", "/v1/opportunities/{id}/history", &reply);
+    // Answers from history carry the fields that say what they cover.
+    let earlier = head - 3;
+    for (method, path, query) in [
+        (
+            "get",
+            "/v1/opportunities/{id}",
+            format!("/v1/opportunities/{deal}"),
+        ),
+        ("get", "/v1/opportunities", "/v1/opportunities".to_owned()),
+        (
+            "get",
+            "/v1/pipelines/{slug}/board",
+            "/v1/pipelines/default/board".to_owned(),
+        ),
+        ("get", "/v1/forecast", "/v1/forecast".to_owned()),
+        ("get", "/v1/follow-ups", "/v1/follow-ups".to_owned()),
+    ] {
+        let reply = app.get(&format!("{query}?as_of_position={earlier}")).await;
+        assert!(answers.check(method, path, &reply)["as_of"].is_string());
+    }
+    let today = chrono::Utc::now().date_naive();
+    let reply = app
+        .get(&format!(
+            "/v1/forecast/trend?period=2026-Q4&currency=EUR&from={}&to={today}&step=week",
+            today - chrono::Duration::days(21)
+        ))
+        .await;
+    let trend = answers.check("get", "/v1/forecast/trend", &reply);
+    assert_eq!(trend["points"].as_array().map(Vec::len), Some(4));
     for slug in ["default", "enterprise"] {
         let reply = app
             .get(&format!("/v1/pipelines/{slug}/board?min_position={head}"))

@@ -15,3 +15,4 @@ mod rebuild_swap;
 mod rebuild_under_load;
 mod redelivery;
 mod support;
+mod time_travel;

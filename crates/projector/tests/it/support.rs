@@ -97,6 +97,10 @@ impl Harness {
     pub fn projector(&self, faults: Option<FaultHook>) -> Running {
         let mut config = self.config();
         config.faults = faults;
+        self.projector_with(config)
+    }
+
+    pub fn projector_with(&self, config: ProjectorConfig) -> Running {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(projector::run(
             config,

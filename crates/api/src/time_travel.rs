@@ -1,0 +1,343 @@
+//! Time travel on the read endpoints (SPEC section 8): the `as_of` and `as_of_position`
+//! parameters, the fields every answer from history carries, and `GET /v1/forecast/trend`.
+//!
+//! The answers themselves come from `projector::asof`, which folds the store through the
+//! projector's own rules; this module only parses, checks and shapes them.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use domain::codec;
+use domain::decider::Decider;
+use domain::pipeline::{Pipeline, PipelineDefinition, PipelineEvent};
+use domain::values::PipelineSlug;
+use projector::asof::{Covered, Horizon};
+use projector::rules::{ForecastKey, Month};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::extract::Query;
+use crate::problem::ApiError;
+use axum::Json;
+use axum::extract::State;
+
+/// What an answer from history says it covers.
+#[derive(Serialize)]
+pub struct AsOfFields {
+    /// The instant the answer stands at: the `as_of` asked for, or for `as_of_position` the
+    /// `recorded_at` of the event at that position; `null` before the first event.
+    as_of: Option<DateTime<Utc>>,
+    /// The last position included.
+    position: i64,
+}
+
+impl From<Covered> for AsOfFields {
+    fn from(covered: Covered) -> Self {
+        AsOfFields {
+            as_of: covered.instant,
+            position: covered.position,
+        }
+    }
+}
+
+/// The same for one deal, whose own `position` is already the position of its last event.
+#[derive(Serialize)]
+pub struct DealAsOfFields {
+    as_of: Option<DateTime<Utc>>,
+    as_of_position: i64,
+}
+
+impl From<Covered> for DealAsOfFields {
+    fn from(covered: Covered) -> Self {
+        DealAsOfFields {
+            as_of: covered.instant,
+            as_of_position: covered.position,
+        }
+    }
+}
+
+fn parse_instant(parameter: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|instant| instant.with_timezone(&Utc))
+        .map_err(|error| {
+            ApiError::BadRequest(format!(
+                "{parameter}: {text:?} is not an RFC 3339 instant such as \
+                 2026-11-26T10:00:00Z ({error})"
+            ))
+        })
+}
+
+fn refuse_future(app: &AppState, parameter: &str, instant: DateTime<Utc>) -> Result<(), ApiError> {
+    let now = app.handler.now();
+    if instant > now {
+        return Err(ApiError::Unprocessable {
+            rule: "invalid-value",
+            detail: format!(
+                "{parameter}: {} is in the future (now is {})",
+                instant.to_rfc3339(),
+                now.to_rfc3339()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The horizon that `as_of` or `as_of_position` ask for, if any. Unlike the filters, an empty
+/// value is not absent: it is no instant and no position, hence 400.
+pub async fn horizon(
+    app: &AppState,
+    as_of: Option<&str>,
+    as_of_position: Option<&str>,
+) -> Result<Option<Horizon>, ApiError> {
+    match (as_of, as_of_position) {
+        (None, None) => Ok(None),
+        // Each is well-formed on its own, so the pair is a rule no schema can express: 422.
+        (Some(_), Some(_)) => Err(invalid(
+            "as_of and as_of_position: give one of them, not both".to_owned(),
+        )),
+        (Some(text), None) => {
+            let instant = parse_instant("as_of", text)?;
+            refuse_future(app, "as_of", instant)?;
+            Ok(Some(Horizon::Instant(instant)))
+        }
+        (None, Some(text)) => {
+            let position: i64 = text.parse().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "as_of_position: {text:?} is not a position (a whole number)"
+                ))
+            })?;
+            if position < 0 {
+                return Err(ApiError::Unprocessable {
+                    rule: "invalid-value",
+                    detail: "as_of_position: must not be negative".to_owned(),
+                });
+            }
+            // A position past the head has not happened yet: the future, as for `as_of`.
+            let head = app.handler.store().head_position().await?;
+            if position > head {
+                return Err(ApiError::Unprocessable {
+                    rule: "invalid-value",
+                    detail: format!(
+                        "as_of_position: {position} is beyond the last committed position {head}"
+                    ),
+                });
+            }
+            Ok(Some(Horizon::Position(position)))
+        }
+    }
+}
+
+/// The pipeline's definition as of `position`: `None` if it was not defined yet.
+pub async fn pipeline_as_of(
+    app: &AppState,
+    slug: &PipelineSlug,
+    position: i64,
+) -> Result<Option<PipelineDefinition>, ApiError> {
+    let events = app.handler.store().read_stream(&slug.stream_id()).await?;
+    if events.is_empty() {
+        return Err(ApiError::NotFound(format!("pipeline {slug} not found")));
+    }
+    let decoded = events
+        .into_iter()
+        .take_while(|event| event.position <= position)
+        .map(|event| {
+            codec::decode::<PipelineEvent>(&event.event_type, event.schema_version, event.data)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| ApiError::Internal(Box::new(error)))?;
+    Ok(Pipeline::fold(&decoded))
+}
+
+/// More points than this in one trend is a 422.
+pub const MAX_TREND_POINTS: usize = 1_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrendQuery {
+    period: Option<String>,
+    currency: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    step: Option<String>,
+    owner: Option<String>,
+    pipeline: Option<String>,
+    probability: Option<String>,
+    time: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct TrendPoint {
+    at: DateTime<Utc>,
+    open_count: i128,
+    pipeline_amount: i128,
+    weighted_amount: i128,
+    best_case: i128,
+    commit: i128,
+    closed_won: i128,
+    closed_lost: i128,
+    /// The last position this point includes.
+    position: i64,
+}
+
+#[derive(Serialize)]
+pub struct Trend {
+    period: String,
+    currency: String,
+    step: &'static str,
+    time: &'static str,
+    points: Vec<TrendPoint>,
+}
+
+fn required<'a>(value: &'a Option<String>, parameter: &str) -> Result<&'a str, ApiError> {
+    value
+        .as_deref()
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("{parameter}: required")))
+}
+
+fn invalid(detail: String) -> ApiError {
+    ApiError::Unprocessable {
+        rule: "invalid-value",
+        detail,
+    }
+}
+
+/// `2026-12` (a month) or `2026-Q4` (a quarter): the months it covers.
+fn parse_period(text: &str) -> Result<(Month, Month), ApiError> {
+    let refused = || {
+        invalid(format!(
+            "period: {text:?} is not a month such as 2026-12 or a quarter such as 2026-Q4"
+        ))
+    };
+    let (year, rest) = text.split_once('-').ok_or_else(refused)?;
+    if year.len() != 4 {
+        return Err(refused());
+    }
+    let year: i32 = year.parse().map_err(|_| refused())?;
+    let (first, last) = match rest.strip_prefix('Q') {
+        Some(quarter) => {
+            let quarter: u32 = quarter.parse().map_err(|_| refused())?;
+            if !(1..=4).contains(&quarter) || rest.len() != 2 {
+                return Err(refused());
+            }
+            (quarter * 3 - 2, quarter * 3)
+        }
+        None => {
+            let month: u32 = rest.parse().map_err(|_| refused())?;
+            if !(1..=12).contains(&month) || rest.len() != 2 {
+                return Err(refused());
+            }
+            (month, month)
+        }
+    };
+    if !(1..=9999).contains(&year) {
+        return Err(refused());
+    }
+    Ok((Month { year, month: first }, Month { year, month: last }))
+}
+
+fn parse_date(parameter: &str, text: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        invalid(format!(
+            "{parameter}: {text:?} is not a date such as 2026-10-01"
+        ))
+    })
+}
+
+/// `GET /v1/forecast/trend`: one period's forecast as of 00:00:00Z of each day or week from
+/// `from` to `to`. Points after now are left out: nothing was known of them yet.
+pub async fn trend(
+    State(app): State<AppState>,
+    Query(query): Query<TrendQuery>,
+) -> Result<Json<Trend>, ApiError> {
+    let period = required(&query.period, "period")?;
+    let currency = required(&query.currency, "currency")?;
+    let from = parse_date("from", required(&query.from, "from")?)?;
+    let to = parse_date("to", required(&query.to, "to")?)?;
+    let (first_month, last_month) = parse_period(period)?;
+    let (step_name, step) = match query.step.as_deref().filter(|step| !step.is_empty()) {
+        None | Some("day") => ("day", Duration::days(1)),
+        Some("week") => ("week", Duration::weeks(1)),
+        Some(other) => return Err(invalid(format!("step: {other:?} is not one of day, week"))),
+    };
+    let time = match query.time.as_deref().filter(|time| !time.is_empty()) {
+        None | Some("recorded") => "recorded",
+        Some("occurred") => {
+            return Err(invalid(
+                "time: occurred needs each event's occurred_at, which this build does not \
+                 record yet; use time=recorded"
+                    .to_owned(),
+            ));
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "time: {other:?} is not one of recorded, occurred"
+            )));
+        }
+    };
+    match query
+        .probability
+        .as_deref()
+        .filter(|value| !value.is_empty())
+    {
+        None | Some("stage") => {}
+        Some("historical") => {
+            return Err(invalid(
+                "probability: historical is not available in this build; use stage".to_owned(),
+            ));
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "probability: {other:?} is not one of stage, historical"
+            )));
+        }
+    }
+    if to < from {
+        return Err(invalid(format!("to: {to} is before from: {from}")));
+    }
+    let count = (to - from).num_days() / step.num_days() + 1;
+    if count > MAX_TREND_POINTS as i64 {
+        return Err(invalid(format!(
+            "from {from} to {to} by {step_name} is {count} points, more than {MAX_TREND_POINTS}"
+        )));
+    }
+    crate::read_routes::ensure_read_models(&app).await?;
+    let now = app.handler.now();
+    let first = from.and_time(chrono::NaiveTime::MIN).and_utc();
+    let instants: Vec<DateTime<Utc>> = (0..count)
+        .map_while(|index| first.checked_add_signed(step * index as i32))
+        .take_while(|instant| *instant <= now)
+        .collect();
+    let horizons: Vec<Horizon> = instants.iter().copied().map(Horizon::Instant).collect();
+    let owner = query.owner.as_deref().filter(|owner| !owner.is_empty());
+    let pipeline = query
+        .pipeline
+        .as_deref()
+        .filter(|pipeline| !pipeline.is_empty());
+    let select = |key: &ForecastKey| {
+        (first_month..=last_month).contains(&key.month)
+            && key.currency == currency
+            && owner.is_none_or(|owner| key.owner == owner)
+            && pipeline.is_none_or(|pipeline| key.pipeline == pipeline)
+    };
+    let totals = projector::asof::forecast_trend(app.handler.store(), &horizons, select).await?;
+    Ok(Json(Trend {
+        period: period.to_owned(),
+        currency: currency.to_owned(),
+        step: step_name,
+        time,
+        points: instants
+            .into_iter()
+            .zip(totals)
+            .map(|(at, (figures, covered))| TrendPoint {
+                at,
+                open_count: figures.open_count,
+                pipeline_amount: figures.pipeline_amount,
+                weighted_amount: figures.weighted_amount,
+                best_case: figures.best_case,
+                commit: figures.commit,
+                closed_won: figures.closed_won,
+                closed_lost: figures.closed_lost,
+                position: covered.position,
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,458 @@
+//! The read models as of an earlier instant or position (SPEC section 8): the same answers the
+//! queries in [`crate::read`] gave when their tables had applied exactly the events known then.
+//!
+//! Each answer starts from the nearest [`crate::snapshot`] at or before its horizon and folds
+//! the events after it, read from the store, through [`rules::fold_batch`] or
+//! [`ReadModel::apply`]: the fold the projector's batches use, never a second copy of the rules.
+//! Sums (board, forecast, trend) load only the deals the folded events touch; lists of deals and
+//! follow-ups need every deal and load them all. Nothing here writes.
+//!
+//! The events known at an instant are a prefix of the log, because `recorded_at` never decreases
+//! as the position grows: a fold stops at the first event past its horizon.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use deadpool_postgres::GenericClient;
+use eventstore::{EventStore, RecordedEvent};
+use tokio_postgres::IsolationLevel;
+use uuid::Uuid;
+
+use crate::Projection;
+use crate::error::ProjectorError;
+use crate::read::{BoardCell, DealFilter, FollowUpRow, ForecastFilter, ForecastRow};
+use crate::rules::{
+    self, DealView, Decoded, Deltas, ForecastFigures, ForecastKey, Granularity, ReadModel,
+    accumulate,
+};
+use crate::snapshot::{self, Mark};
+
+/// Events read from the store per query while folding.
+const PAGE: i64 = 1_000;
+
+/// Which events an answer from history takes into account: those recorded at or before an
+/// instant, or those at or below a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Horizon {
+    Instant(DateTime<Utc>),
+    Position(i64),
+}
+
+impl Horizon {
+    /// Whether `event`, and so every later one, lies past the horizon.
+    fn excludes(self, event: &RecordedEvent) -> bool {
+        match self {
+            Horizon::Instant(instant) => event.recorded_at > instant,
+            Horizon::Position(position) => event.position > position,
+        }
+    }
+
+    /// The bounds a snapshot must lie within to serve this horizon.
+    fn snapshot_bounds(self) -> (i64, DateTime<Utc>) {
+        match self {
+            Horizon::Instant(instant) => (i64::MAX, instant),
+            Horizon::Position(position) => (position, DateTime::<Utc>::MAX_UTC),
+        }
+    }
+}
+
+/// What an answer from history covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Covered {
+    /// The last position included; 0 when the horizon lies before the first event.
+    pub position: i64,
+    /// The instant the answer stands at, at which "now"-dependent fields (time in the current
+    /// stage) are computed: the instant asked for, or for a position the `recorded_at` of the
+    /// event there. `None` only for position 0.
+    pub instant: Option<DateTime<Utc>>,
+}
+
+impl Covered {
+    fn start(horizon: Horizon, mark: Option<Mark>) -> Covered {
+        let instant = match horizon {
+            Horizon::Instant(instant) => Some(instant),
+            Horizon::Position(_) => mark.map(|mark| mark.recorded_at),
+        };
+        Covered {
+            position: mark.map_or(0, |mark| mark.position),
+            instant,
+        }
+    }
+
+    fn include(&mut self, horizon: Horizon, event: &RecordedEvent) {
+        self.position = event.position;
+        if let Horizon::Position(_) = horizon {
+            self.instant = Some(event.recorded_at);
+        }
+    }
+}
+
+/// The next events after `after` within `horizon`; empty once there are no more. The second
+/// value tells whether later pages may hold more.
+async fn page(
+    store: &EventStore,
+    after: i64,
+    horizon: Horizon,
+) -> Result<(Vec<RecordedEvent>, bool), ProjectorError> {
+    let mut events = store.read_all(after, PAGE, None).await?;
+    let full = events.len() as i64 == PAGE;
+    match events.iter().position(|event| horizon.excludes(event)) {
+        Some(end) => {
+            events.truncate(end);
+            Ok((events, false))
+        }
+        None => Ok((events, full)),
+    }
+}
+
+/// A transaction that sees one consistent set of snapshot tables, even if a rebuild swaps them
+/// meanwhile (the swap waits for it).
+async fn snapshot_reader(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, ProjectorError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+/// The board's or the forecast's sums folded up to a horizon, with the rows of the deals the
+/// folded events touched; the others are as the snapshot it started from has them.
+struct Tally {
+    projection: Projection,
+    /// The snapshot the untouched deals are read from; 0 when there is none.
+    base: i64,
+    deals: HashMap<Uuid, Option<DealView>>,
+    sums: Deltas,
+    covered: Covered,
+}
+
+impl Tally {
+    /// Starts from the nearest snapshot of `projection` at or before `horizon`.
+    async fn start(
+        client: &impl GenericClient,
+        projection: Projection,
+        horizon: Horizon,
+    ) -> Result<Tally, ProjectorError> {
+        let (position, instant) = horizon.snapshot_bounds();
+        let mark = snapshot::nearest(client, projection, position, instant).await?;
+        let sums = match mark {
+            Some(mark) => snapshot::sums(client, projection, mark.position).await?,
+            None => Deltas::default(),
+        };
+        Ok(Tally {
+            projection,
+            base: mark.map_or(0, |mark| mark.position),
+            deals: HashMap::new(),
+            sums,
+            covered: Covered::start(horizon, mark),
+        })
+    }
+
+    /// Starts again from a snapshot when there is one past what is folded so far, then folds
+    /// the events up to `horizon` (not before what is folded already).
+    async fn advance(
+        &mut self,
+        client: &impl GenericClient,
+        store: &EventStore,
+        horizon: Horizon,
+    ) -> Result<(), ProjectorError> {
+        let (position, instant) = horizon.snapshot_bounds();
+        if let Some(mark) = snapshot::nearest(client, self.projection, position, instant).await?
+            && mark.position > self.covered.position
+        {
+            *self = Tally::start(client, self.projection, horizon).await?;
+        }
+        if let Horizon::Instant(instant) = horizon {
+            self.covered.instant = Some(instant);
+        }
+        loop {
+            let (events, more) = page(store, self.covered.position, horizon).await?;
+            let decoded: Vec<_> = events
+                .iter()
+                .filter_map(|event| match rules::decode(event) {
+                    Decoded::Opportunity(context, event) => Some((context, event)),
+                    _ => None,
+                })
+                .collect();
+            let unknown: Vec<Uuid> = decoded
+                .iter()
+                .map(|(context, _)| context.opportunity_id)
+                .filter(|id| !self.deals.contains_key(id))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !unknown.is_empty() {
+                let mut found = if self.base > 0 {
+                    snapshot::deals(client, self.projection, self.base, Some(&unknown)).await?
+                } else {
+                    HashMap::new()
+                };
+                for id in unknown {
+                    self.deals.insert(id, found.remove(&id));
+                }
+            }
+            let changes = rules::fold_batch(&mut self.deals, &decoded);
+            for (key, figures) in changes.deltas.board {
+                accumulate(&mut self.sums.board, key, figures);
+            }
+            for (key, figures) in changes.deltas.forecast {
+                accumulate(&mut self.sums.forecast, key, figures);
+            }
+            for event in &events {
+                self.covered.include(horizon, event);
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Every deal's row as of `horizon` (the pipeline projection's snapshots).
+async fn read_model(
+    store: &EventStore,
+    horizon: Horizon,
+) -> Result<(ReadModel, Covered), ProjectorError> {
+    let mut client = store.pool().get().await?;
+    let transaction = snapshot_reader(&mut client).await?;
+    let (position, instant) = horizon.snapshot_bounds();
+    let mark = snapshot::nearest(&transaction, Projection::Pipeline, position, instant).await?;
+    let mut model = ReadModel::default();
+    if let Some(mark) = mark {
+        let deals =
+            snapshot::deals(&transaction, Projection::Pipeline, mark.position, None).await?;
+        model.deals = deals.into_iter().collect();
+        model.position = mark.position;
+    }
+    transaction.commit().await?;
+    let mut covered = Covered::start(horizon, mark);
+    loop {
+        let (events, more) = page(store, covered.position, horizon).await?;
+        for event in &events {
+            model.apply(event);
+            covered.include(horizon, event);
+        }
+        if !more {
+            return Ok((model, covered));
+        }
+    }
+}
+
+/// Where `horizon` stands in the log, without folding anything.
+pub async fn covered(store: &EventStore, horizon: Horizon) -> Result<Covered, ProjectorError> {
+    let client = store.pool().get().await?;
+    let (position, instant) = horizon.snapshot_bounds();
+    let mark = snapshot::nearest(&client, Projection::Pipeline, position, instant).await?;
+    drop(client);
+    let mut covered = Covered::start(horizon, mark);
+    loop {
+        let (events, more) = page(store, covered.position, horizon).await?;
+        if let Some(event) = events.last() {
+            covered.include(horizon, event);
+        }
+        if !more {
+            return Ok(covered);
+        }
+    }
+}
+
+/// [`crate::read::board`] as of `horizon`.
+pub async fn board(
+    store: &EventStore,
+    pipeline: &str,
+    horizon: Horizon,
+) -> Result<(Vec<BoardCell>, Covered), ProjectorError> {
+    let mut client = store.pool().get().await?;
+    let transaction = snapshot_reader(&mut client).await?;
+    let mut tally = Tally::start(&transaction, Projection::Pipeline, horizon).await?;
+    tally.advance(&transaction, store, horizon).await?;
+    transaction.commit().await?;
+    let cells = tally
+        .sums
+        .board
+        .into_iter()
+        .filter(|(key, _)| key.pipeline == pipeline)
+        .map(|(key, figures)| {
+            Ok(BoardCell {
+                stage: key.stage,
+                currency: key.currency,
+                count: i64::try_from(figures.count).map_err(|_| {
+                    ProjectorError::Corrupt(format!("board count {} overflows", figures.count))
+                })?,
+                amount: figures.amount,
+                weighted_amount: figures.weighted_amount,
+            })
+        })
+        .collect::<Result<_, ProjectorError>>()?;
+    Ok((cells, tally.covered))
+}
+
+fn forecast_answer(
+    cells: &BTreeMap<ForecastKey, ForecastFigures>,
+    granularity: Granularity,
+    filter: &ForecastFilter,
+) -> Result<Vec<ForecastRow>, ProjectorError> {
+    let wanted =
+        |value: &str, filter: &Option<String>| filter.as_deref().is_none_or(|f| f == value);
+    rules::forecast_rows(cells, granularity)
+        .into_iter()
+        .filter(|((_, owner, pipeline, currency), _)| {
+            wanted(owner, &filter.owner)
+                && wanted(pipeline, &filter.pipeline)
+                && wanted(currency, &filter.currency)
+        })
+        .map(|((period, owner, pipeline, currency), figures)| {
+            Ok(ForecastRow {
+                period,
+                owner,
+                pipeline,
+                currency,
+                open_count: i64::try_from(figures.open_count).map_err(|_| {
+                    ProjectorError::Corrupt(format!("open count {} overflows", figures.open_count))
+                })?,
+                pipeline_amount: figures.pipeline_amount,
+                weighted_amount: figures.weighted_amount,
+                commit: figures.commit,
+                best_case: figures.best_case,
+                closed_won: figures.closed_won,
+                closed_lost: figures.closed_lost,
+            })
+        })
+        .collect()
+}
+
+/// [`crate::read::forecast`] as of `horizon`.
+pub async fn forecast(
+    store: &EventStore,
+    granularity: Granularity,
+    filter: &ForecastFilter,
+    horizon: Horizon,
+) -> Result<(Vec<ForecastRow>, Covered), ProjectorError> {
+    let mut client = store.pool().get().await?;
+    let transaction = snapshot_reader(&mut client).await?;
+    let mut tally = Tally::start(&transaction, Projection::Forecast, horizon).await?;
+    tally.advance(&transaction, store, horizon).await?;
+    transaction.commit().await?;
+    let rows = forecast_answer(&tally.sums.forecast, granularity, filter)?;
+    Ok((rows, tally.covered))
+}
+
+/// The forecast cells that `select` keeps, summed, as of each of `horizons` (ascending): one
+/// fold that moves forward, starting again from a snapshot whenever one lies between two
+/// horizons.
+pub async fn forecast_trend(
+    store: &EventStore,
+    horizons: &[Horizon],
+    select: impl Fn(&ForecastKey) -> bool,
+) -> Result<Vec<(ForecastFigures, Covered)>, ProjectorError> {
+    let Some(first) = horizons.first() else {
+        return Ok(Vec::new());
+    };
+    let mut client = store.pool().get().await?;
+    let transaction = snapshot_reader(&mut client).await?;
+    let mut tally = Tally::start(&transaction, Projection::Forecast, *first).await?;
+    let mut points = Vec::with_capacity(horizons.len());
+    for horizon in horizons {
+        tally.advance(&transaction, store, *horizon).await?;
+        let total = tally
+            .sums
+            .forecast
+            .iter()
+            .filter(|(key, _)| select(key))
+            .fold(ForecastFigures::default(), |total, (_, figures)| {
+                total + *figures
+            });
+        points.push((total, tally.covered));
+    }
+    transaction.commit().await?;
+    Ok(points)
+}
+
+/// [`crate::read::deals`] as of `horizon`.
+pub async fn deals(
+    store: &EventStore,
+    filter: &DealFilter,
+    horizon: Horizon,
+) -> Result<(Vec<DealView>, Covered), ProjectorError> {
+    let (model, covered) = read_model(store, horizon).await?;
+    let limit = usize::try_from(filter.limit).unwrap_or(0);
+    let deals = model
+        .deals
+        .into_values()
+        .filter(|deal| {
+            filter
+                .stage
+                .as_deref()
+                .is_none_or(|stage| deal.stage.as_str() == stage)
+                && filter
+                    .owner
+                    .as_deref()
+                    .is_none_or(|owner| deal.owner.as_str() == owner)
+                && filter
+                    .status
+                    .as_deref()
+                    .is_none_or(|status| serde_name(&deal.status) == status)
+                && filter.after.is_none_or(|after| deal.id > after)
+        })
+        .take(limit)
+        .collect();
+    Ok((deals, covered))
+}
+
+/// [`crate::read::follow_ups`] as of `horizon`.
+pub async fn follow_ups(
+    store: &EventStore,
+    owner: Option<&str>,
+    statuses: &[&str],
+    limit: i64,
+    horizon: Horizon,
+) -> Result<(Vec<FollowUpRow>, Covered), ProjectorError> {
+    let (model, covered) = read_model(store, horizon).await?;
+    let mut rows: Vec<FollowUpRow> = model
+        .deals
+        .values()
+        .filter(|deal| owner.is_none_or(|owner| deal.owner.as_str() == owner))
+        .flat_map(|deal| {
+            deal.follow_ups.iter().map(|(id, follow_up)| FollowUpRow {
+                id: *id,
+                opportunity_id: deal.id,
+                kind: serde_name(&follow_up.kind),
+                // The follow_ups table keeps microseconds, as PostgreSQL does.
+                due_at: follow_up.due_at.round_subsecs(6),
+                status: serde_name(&follow_up.status),
+                owner: deal.owner.to_string(),
+            })
+        })
+        .filter(|row| statuses.contains(&row.status.as_str()))
+        .collect();
+    rows.sort_by_key(|row| (row.due_at, row.id));
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok((rows, covered))
+}
+
+/// One deal as of `horizon`, folded from its own stream; `None` if it did not exist yet.
+pub async fn deal(
+    store: &EventStore,
+    id: Uuid,
+    horizon: Horizon,
+) -> Result<(Option<DealView>, Covered), ProjectorError> {
+    let covered = covered(store, horizon).await?;
+    let events = store.read_stream(&format!("opportunity-{id}")).await?;
+    let mut model = ReadModel::default();
+    events
+        .iter()
+        .take_while(|event| event.position <= covered.position)
+        .for_each(|event| model.apply(event));
+    Ok((model.deals.remove(&id), covered))
+}
+
+/// The text the tables store for a value: its serde name (`open`, `stale-deal`).
+fn serde_name(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => format!("{other:?}"),
+    }
+}
