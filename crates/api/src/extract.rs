@@ -69,12 +69,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
             serde_json::from_slice(&bytes)
                 .map_err(|error| ApiError::BadRequest(format!("malformed JSON: {error}")))?
         };
-        // Every command body is an object. Serde would otherwise also read a struct from an
-        // array of its fields in order, so `["Ada", null, null, null, null]` would capture a lead.
         if !json.is_object() {
-            return Err(ApiError::BadRequest(
-                "invalid type: the request body must be a JSON object".to_owned(),
-            ));
+            return Err(not_an_object());
         }
         let mut in_flight = None;
         if let Some(key) = key {
@@ -94,21 +90,37 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
         if let Some(correlation_id) = correlation_id {
             context.correlation_id = correlation_id;
         }
-        let body = serde_path_to_error::deserialize(json).map_err(|error| {
-            let path = error.path().to_string();
-            let inner = error.into_inner();
-            if path == "." {
-                ApiError::BadRequest(inner.to_string())
-            } else {
-                ApiError::BadRequest(format!("{path}: {inner}"))
-            }
-        })?;
+        let body = parse_body(json)?;
         Ok(CommandRequest {
             context,
             body,
             _in_flight: in_flight,
         })
     }
+}
+
+/// Reads a command body from its JSON: 400 for anything but an object of the body's fields
+/// (unknown fields, wrong types, missing fields), with the path of the offending member. The HTTP
+/// extractor and `dealstream import` both read bodies here, so they accept the same documents.
+pub fn parse_body<T: DeserializeOwned>(json: serde_json::Value) -> Result<T, ApiError> {
+    if !json.is_object() {
+        return Err(not_an_object());
+    }
+    serde_path_to_error::deserialize(json).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." {
+            ApiError::BadRequest(inner.to_string())
+        } else {
+            ApiError::BadRequest(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// Every command body is an object. Serde would otherwise also read a struct from an array of
+/// its fields in order, so `["Ada", null, null, null, null]` would capture a lead.
+fn not_an_object() -> ApiError {
+    ApiError::BadRequest("invalid type: the request body must be a JSON object".to_owned())
 }
 
 /// The stream a command path addresses: `/v1/leads/{id}/...`, `/v1/opportunities/{id}/...` or

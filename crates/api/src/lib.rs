@@ -7,6 +7,7 @@
 //! (`extract`). It never writes to the store itself. Start with [`router`]; the public contract is
 //! `openapi.json` beside this crate, served at `/openapi.json`.
 
+mod command_bodies;
 mod command_routes;
 mod extract;
 mod problem;
@@ -31,6 +32,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use command_bodies::{Command, Fresh, IMPORT_COMMANDS, creates, imported};
 pub use extract::MAX_BODY_BYTES;
 pub use problem::ApiError;
 

@@ -4,6 +4,7 @@
 //! they ended.
 
 mod demo;
+mod import;
 mod progress;
 
 use std::collections::HashMap;
@@ -47,8 +48,11 @@ enum Command {
     Workflow,
     /// Runs every service in one process, for a single node.
     Run,
-    /// Writes a realistic sample history through the command layer and prints a summary.
+    /// Writes a realistic sample history of past months through the import path and prints a
+    /// summary.
     Demo(demo::DemoArgs),
+    /// Loads history exported from another system, with its original dates (docs/import.md).
+    Import(import::ImportArgs),
     /// Read model maintenance.
     Projections {
         #[command(subcommand)]
@@ -131,7 +135,19 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Demo(arguments) => {
             let node = open(&settings).await?;
-            demo::run(&node.handler, &arguments).await
+            let importer = import::Importer {
+                handler: &node.handler,
+                default_owner: default_owner(&settings)?,
+            };
+            demo::run(&importer, &arguments).await
+        }
+        Command::Import(arguments) => {
+            let node = open(&settings).await?;
+            let importer = import::Importer {
+                handler: &node.handler,
+                default_owner: default_owner(&settings)?,
+            };
+            import::run(&importer, &arguments).await
         }
         Command::Projections {
             command: ProjectionsCommand::Rebuild { name },
@@ -181,6 +197,18 @@ async fn open(settings: &Settings) -> anyhow::Result<Node> {
         .await
         .context("could not define the default pipeline")?;
     Ok(Node { store, handler })
+}
+
+/// Owner of a deal converted from a lead nobody was routed to: the rules file's
+/// `routing.default_owner`, or [`DEFAULT_OWNER`] without a file.
+fn default_owner(settings: &Settings) -> anyhow::Result<domain::values::Owner> {
+    Ok(match &settings.config_path {
+        None => parse_owner(DEFAULT_OWNER)?,
+        Some(_) => workflow::load_config(settings.config_path.as_deref())?
+            .routing
+            .default_owner
+            .clone(),
+    })
 }
 
 /// Keeps the table of handled command ids at its retention, hourly. Every API instance does it:
@@ -267,13 +295,7 @@ async fn services(
                 let listener = tokio::net::TcpListener::bind(settings.http_addr)
                     .await
                     .with_context(|| format!("could not listen on {}", settings.http_addr))?;
-                let default_owner = match &settings.config_path {
-                    None => parse_owner(DEFAULT_OWNER)?,
-                    Some(_) => workflow::load_config(settings.config_path.as_deref())?
-                        .routing
-                        .default_owner
-                        .clone(),
-                };
+                let default_owner = default_owner(settings)?;
                 let client = nats.clone();
                 let render = metrics.clone();
                 let state = api::AppState::new(node.handler.clone(), default_owner)
