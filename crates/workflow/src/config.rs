@@ -65,6 +65,12 @@ round_robin = ["anna", "bruno", "chloe"]
 /// How long fired timers are kept when the file does not say (`[workflow] timer_retention`).
 pub const DEFAULT_TIMER_RETENTION: TimeDelta = TimeDelta::days(30);
 
+/// How far back an imported event may have happened for the workflow to react to it, when the
+/// file does not say (`[workflow] horizon`). A week covers the default rules' longest wait (a
+/// quote's follow-up after 3 days) with room to spare, so a deal imported as it stands this week
+/// is followed up as if it had been entered live, while last year's deals are left alone.
+pub const DEFAULT_HORIZON: TimeDelta = TimeDelta::days(7);
+
 /// The longest duration accepted, so that `recorded_at + after` can never overflow a timestamp.
 const MAX_DURATION_DAYS: i64 = 36_500;
 
@@ -109,6 +115,10 @@ pub struct WorkflowConfig {
     /// How long a fired (or given up) timer's row is kept, as a record, before the timer loop
     /// deletes it. The deal's history keeps its `FollowUpDue` for good.
     pub timer_retention: TimeDelta,
+    /// Imported events (their `occurred_at` before their `recorded_at`) that happened longer ago
+    /// than this trigger nothing: no rule, no timer plan, no lead routing. Live events are always
+    /// handled, however late the workflow gets to them.
+    pub horizon: TimeDelta,
 }
 
 impl Default for WorkflowConfig {
@@ -126,6 +136,7 @@ impl Default for WorkflowConfig {
                     rules: Vec::new(),
                 },
                 timer_retention: DEFAULT_TIMER_RETENTION,
+                horizon: DEFAULT_HORIZON,
             }
         })
     }
@@ -310,6 +321,7 @@ struct RawWorkflow {
     rules: Vec<Spanned<RawRule>>,
     reminders: Option<RawReminders>,
     timer_retention: Option<Spanned<String>>,
+    horizon: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -432,16 +444,23 @@ fn validate(raw: RawFile, at: &Locator<'_>) -> Result<WorkflowConfig, ConfigErro
         routing_rules.push(rule);
     }
 
-    let timer_retention = match &raw.workflow.timer_retention {
-        None => DEFAULT_TIMER_RETENTION,
+    let setting = |value: &Option<Spanned<String>>, name: &str, default: TimeDelta| match value {
+        None => Ok(default),
         Some(value) => parse_duration(value.get_ref())
-            .map_err(|problem| at.at(value, format!("timer_retention: {problem}")))?,
+            .map_err(|problem| at.at(value, format!("{name}: {problem}"))),
     };
+    let timer_retention = setting(
+        &raw.workflow.timer_retention,
+        "timer_retention",
+        DEFAULT_TIMER_RETENTION,
+    )?;
+    let horizon = setting(&raw.workflow.horizon, "horizon", DEFAULT_HORIZON)?;
 
     Ok(WorkflowConfig {
         rules,
         reminders,
         timer_retention,
+        horizon,
         routing: Routing {
             default_owner,
             rules: routing_rules,
@@ -708,7 +727,19 @@ mod tests {
         assert!(config.reminders.close_date_passed);
         assert_eq!(config.routing.default_owner.as_str(), "unassigned");
         assert_eq!(config.timer_retention, DEFAULT_TIMER_RETENTION);
+        assert_eq!(config.horizon, DEFAULT_HORIZON);
         assert_eq!(config, WorkflowConfig::default());
+    }
+
+    #[test]
+    fn the_horizon_is_a_duration_of_the_workflow_section() {
+        let config = parse("[workflow]\nhorizon = \"36h\"\n", None).expect("a horizon");
+        assert_eq!(config.horizon, TimeDelta::hours(36));
+        let never = parse("[workflow]\nhorizon = \"0s\"\n", None).expect("no horizon at all");
+        assert_eq!(never.horizon, TimeDelta::zero());
+        let refused = parse("[workflow]\nhorizon = \"a week\"\n", None).unwrap_err();
+        assert_eq!(refused.line, Some(2));
+        assert!(refused.problem.starts_with("horizon: "), "{refused}");
     }
 
     #[test]

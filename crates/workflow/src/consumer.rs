@@ -8,6 +8,7 @@
 //! of that event; then the deal's timers are re-planned. For `FollowUpDue` the reminder is also
 //! announced on `<prefix>.notifications.follow_up_due`. For `LeadCaptured` it routes the lead.
 //! Every command id derives from the event, so handling a message twice has no second effect.
+//! Imported history older than the configured horizon is marked handled and triggers nothing.
 
 use platform::error_chain;
 use std::sync::Arc;
@@ -276,7 +277,7 @@ impl DealStream {
             self.recorded
                 .iter()
                 .zip(&self.decoded)
-                .map(|(stored, event)| (stored.recorded_at, event)),
+                .map(|(stored, event)| (stored.occurred_at, event)),
         )
     }
 
@@ -341,6 +342,9 @@ async fn handle_deal_event(
         if trigger.event_type == "FollowUpDue" {
             shared.announce_follow_up_due(&trigger).await?;
         }
+        if shared.beyond_horizon(&trigger) {
+            continue;
+        }
         if react(shared, deal_id, &stream, &trigger, &decoded).await? {
             // The next event is decided with this one's reactions, as if they came first.
             stream = DealStream::read(shared, deal_id).await?;
@@ -348,7 +352,9 @@ async fn handle_deal_event(
     }
 
     let mut planned = false;
-    if let Some(view) = stream.current() {
+    // A deal whose latest handled event is old imported history gets no timers: its open
+    // follow-ups and reminders are last year's. Its first event inside the horizon plans them.
+    if let Some(view) = stream.current().filter(|_| !shared.beyond_horizon(event)) {
         let plan = step::plan_timers(&shared.config, deal_id, &view);
         let cause = db::Cause {
             correlation_id,
@@ -385,7 +391,7 @@ async fn react(
         &trigger.event_type,
         decoded,
         &deal,
-        trigger.recorded_at,
+        trigger.occurred_at,
     );
     let mut appended = false;
     for reaction in &reactions {
@@ -473,6 +479,9 @@ async fn route_lead(
     event: &RecordedEvent,
     correlation_id: Uuid,
 ) -> Result<(), Failure> {
+    if shared.beyond_horizon(event) {
+        return Ok(());
+    }
     let LeadEvent::LeadCaptured(profile) =
         codec::decode(&event.event_type, event.schema_version, event.data.clone())?
     else {
@@ -510,6 +519,17 @@ async fn route_lead(
 }
 
 impl Shared {
+    /// Whether `event` is imported history older than the rules' horizon, which the workflow
+    /// does not react to (`step::beyond_horizon`).
+    fn beyond_horizon(&self, event: &RecordedEvent) -> bool {
+        step::beyond_horizon(
+            self.config.horizon,
+            event.occurred_at,
+            event.recorded_at,
+            self.clock.now(),
+        )
+    }
+
     /// Publishes the reminder for integrations. The message id is the event id and the
     /// notification stream de-duplicates on it, so a redelivered `FollowUpDue` (handled again
     /// because the ack was lost) is not announced twice.

@@ -65,27 +65,27 @@ pub enum DealAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DealView {
     pub deal: Opportunity,
-    /// When the deal last showed life: the latest of its creation or reopening (as recorded) and
-    /// its activities' `occurred_at`. `stale-deal` counts from here.
+    /// When the deal last showed life: the latest of its creation or reopening (when they
+    /// occurred) and its activities' `occurred_at`. `stale-deal` counts from here.
     pub activity_baseline: DateTime<Utc>,
     /// The rule that scheduled each follow-up, for the actor of its `FollowUpDue`.
     pub follow_up_rules: HashMap<FollowUpId, String>,
 }
 
 impl DealView {
-    /// Folds `(recorded_at, event)` pairs, oldest first; `None` until the deal is created.
+    /// Folds `(occurred_at, event)` pairs, oldest first; `None` until the deal is created.
     pub fn fold<'a>(
         events: impl IntoIterator<Item = (DateTime<Utc>, &'a OpportunityEvent)>,
     ) -> Option<DealView> {
         let mut state = None;
         let mut baseline: Option<DateTime<Utc>> = None;
         let mut rules = HashMap::new();
-        for (recorded_at, event) in events {
+        for (occurred_at, event) in events {
             state = OpportunityDecider::evolve(state, event);
             match event {
                 OpportunityEvent::OpportunityCreated(_)
                 | OpportunityEvent::OpportunityReopened { .. } => {
-                    baseline = baseline.max(Some(recorded_at));
+                    baseline = baseline.max(Some(occurred_at));
                 }
                 OpportunityEvent::ActivityLogged { occurred_at, .. } => {
                     baseline = baseline.max(Some(*occurred_at));
@@ -141,18 +141,31 @@ pub fn deal_as_of(stream: &[StreamEvent<'_>], version: i64) -> Option<Opportunit
         })
 }
 
+/// Whether the workflow leaves an event alone: imported history (it occurred before it was
+/// recorded) that happened longer than `horizon` before `now`. The rules are about deals being
+/// worked now; following up last year's deals would flood their owners with overdue reminders.
+pub fn beyond_horizon(
+    horizon: TimeDelta,
+    occurred_at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> bool {
+    occurred_at < recorded_at && now - occurred_at > horizon
+}
+
 /// The commands the rules ask for in reaction to `event` (of type `event_type`, id `event_id`,
-/// recorded at `recorded_at`). `deal` is the deal as of the event ([`deal_as_of`]).
+/// which occurred at `occurred_at`). `deal` is the deal as of the event ([`deal_as_of`]).
 ///
-/// Follow-ups fall due `after` the event was recorded, not after the workflow got to it: a
-/// backlog or a redelivery then neither delays them nor gives one follow-up different due times.
+/// Follow-ups fall due `after` the event occurred, not after the workflow got to it: a backlog
+/// or a redelivery then neither delays them nor gives one follow-up different due times, and an
+/// imported event's follow-up falls due when it would have, had the deal been entered live.
 pub fn react(
     config: &WorkflowConfig,
     event_id: Uuid,
     event_type: &str,
     event: &OpportunityEvent,
     deal: &Opportunity,
-    recorded_at: DateTime<Utc>,
+    occurred_at: DateTime<Utc>,
 ) -> Vec<Reaction> {
     let mut reactions = Vec::new();
     for rule in config
@@ -178,7 +191,7 @@ pub fn react(
                             action: DealAction::ScheduleFollowUp {
                                 follow_up_id,
                                 kind: kind.clone(),
-                                due_at: recorded_at + *after,
+                                due_at: occurred_at + *after,
                             },
                         });
                     }
@@ -376,5 +389,29 @@ pub fn choose_route<'a>(routing: &'a Routing, lead: &LeadProfile) -> Route<'a> {
     Route {
         rule: DEFAULT_ROUTE,
         assignment: RouteAssignment::Owner(&routing.default_owner),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, TimeDelta, Utc};
+
+    use super::beyond_horizon;
+
+    #[test]
+    fn only_imported_events_older_than_the_horizon_are_beyond_it() {
+        let now: DateTime<Utc> = "2026-12-01T12:00:00Z".parse().unwrap();
+        let week = TimeDelta::days(7);
+        let imported = |days_ago: i64| {
+            let occurred_at = now - TimeDelta::days(days_ago);
+            beyond_horizon(week, occurred_at, now - TimeDelta::hours(1), now)
+        };
+        assert!(imported(30));
+        assert!(imported(8));
+        assert!(!imported(6));
+        assert!(!imported(0));
+        // A live event occurred when it was recorded, however long ago that was.
+        let long_ago = now - TimeDelta::days(30);
+        assert!(!beyond_horizon(week, long_ago, long_ago, now));
     }
 }

@@ -10,7 +10,7 @@ use eventstore::{AppendRequest, ExpectedVersion, NewEvent, StreamAppend};
 use uuid::Uuid;
 use workflow::WorkflowConfig;
 
-use crate::support::{Harness, eventually, of_type};
+use crate::support::{Harness, eventually, of_type, wait_until_consumed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_of_a_newer_schema_version_waits_for_an_upgrade() {
@@ -64,28 +64,6 @@ async fn an_event_of_a_newer_schema_version_waits_for_an_upgrade() {
     assert_eq!(info.num_ack_pending, 1);
     instance.stop().await;
     harness.finish().await;
-}
-
-/// Waits until the workflow's durable consumer has nothing left to deliver or acknowledge.
-async fn wait_until_consumed(harness: &Harness) {
-    let stream = harness
-        .jetstream
-        .get_stream(&harness.options.events_stream)
-        .await
-        .expect("events stream");
-    eventually(
-        Duration::from_secs(60),
-        "the events to be consumed",
-        || async {
-            let mut consumer = stream
-                .get_consumer::<pull::Config>(&harness.options.durable_name())
-                .await
-                .ok()?;
-            let info = consumer.info().await.ok()?;
-            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-        },
-    )
-    .await;
 }
 
 /// The deal's follow-ups of `kind` that are still open, from its history.

@@ -5,6 +5,7 @@
 mod config_file;
 mod config_fuzz;
 mod consumer;
+mod horizon;
 mod routing;
 mod rules;
 mod startup;

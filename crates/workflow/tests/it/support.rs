@@ -320,3 +320,25 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Waits until the workflow's durable consumer has nothing left to deliver or acknowledge.
+pub async fn wait_until_consumed(harness: &Harness) {
+    let stream = harness
+        .jetstream
+        .get_stream(&harness.options.events_stream)
+        .await
+        .expect("events stream");
+    eventually(
+        Duration::from_secs(60),
+        "the events to be consumed",
+        || async {
+            let mut consumer = stream
+                .get_consumer::<jetstream::consumer::pull::Config>(&harness.options.durable_name())
+                .await
+                .ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        },
+    )
+    .await;
+}
