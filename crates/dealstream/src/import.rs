@@ -232,7 +232,8 @@ pub async fn import(
         bytes_read += read as u64;
         let outcome = match std::str::from_utf8(&bytes) {
             Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => importer.line(text).await?,
+            // Without its line break, so that a truncated line reads as what it is, cut short.
+            Ok(text) => importer.line(text.trim_end_matches(['\n', '\r'])).await?,
             Err(error) => Err(format!("not UTF-8: {error}")),
         };
         report.lines += 1;
@@ -291,11 +292,7 @@ pub async fn run(importer: &Importer<'_>, arguments: &ImportArgs) -> anyhow::Res
         Some((number, _)) if arguments.strict => {
             bail!("stopped at line {number}, the first refused line (--strict)")
         }
-        Some(_) => bail!(
-            "{} of {} lines refused; the others were imported",
-            report.refused.len(),
-            report.lines
-        ),
+        Some(_) => bail!("{} of {} lines refused", report.refused.len(), report.lines),
     }
 }
 
