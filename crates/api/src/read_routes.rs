@@ -5,9 +5,9 @@
 //! [`READ_YOUR_WRITES_WAIT`]) until the projection it reads has applied position N, else answers
 //! 503 with `Retry-After`.
 //!
-//! Time travel: every one of them also takes `as_of` or `as_of_position` (`crate::time_travel`)
-//! and then answers from `projector::asof` instead of the tables, in the same shape, with the
-//! fields that say what the answer covers.
+//! Time travel: every one of them also takes `as_of` or `as_of_position`, and `valid_at`
+//! (`crate::time_travel`), and then answers from `projector::asof` instead of the tables, in the
+//! same shape, with the fields that say what the answer covers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -97,6 +97,7 @@ pub struct PositionQuery {
     min_position: Option<i64>,
     as_of: Option<String>,
     as_of_position: Option<String>,
+    valid_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -197,6 +198,7 @@ pub async fn opportunity(
         &app,
         query.as_of.as_deref(),
         query.as_of_position.as_deref(),
+        query.valid_at.as_deref(),
     )
     .await?;
     ready(&app, Projection::Pipeline, query.min_position).await?;
@@ -208,9 +210,11 @@ pub async fn opportunity(
                 covered.position
             ))
         })?;
-        let mut view =
-            OpportunityView::of(&deal, covered.instant.unwrap_or_else(|| app.handler.now()));
-        view.as_of = Some(covered.into());
+        let mut view = OpportunityView::of(
+            &deal,
+            covered.instant().unwrap_or_else(|| app.handler.now()),
+        );
+        view.as_of = Some(DealAsOfFields::new(horizon, covered));
         return Ok(Json(view));
     }
     let pool = app.handler.store().pool();
@@ -240,6 +244,7 @@ pub struct ListQuery {
     min_position: Option<i64>,
     as_of: Option<String>,
     as_of_position: Option<String>,
+    valid_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -301,6 +306,7 @@ pub async fn opportunities(
         &app,
         query.as_of.as_deref(),
         query.as_of_position.as_deref(),
+        query.valid_at.as_deref(),
     )
     .await?;
     ready(&app, Projection::Pipeline, query.min_position).await?;
@@ -316,7 +322,7 @@ pub async fn opportunities(
         Some(horizon) => {
             let (deals, covered) =
                 projector::asof::deals(app.handler.store(), &filter, horizon).await?;
-            (deals, Some(covered))
+            (deals, Some((horizon, covered)))
         }
         None => (
             projector::read::deals(app.handler.store().pool(), &filter).await?,
@@ -329,7 +335,7 @@ pub async fn opportunities(
         .then(|| deals.last().map(|deal| encode_cursor(deal.id)))
         .flatten();
     let now = covered
-        .and_then(|covered| covered.instant)
+        .and_then(|(_, covered)| covered.instant())
         .unwrap_or_else(|| app.handler.now());
     Ok(Json(OpportunityList {
         opportunities: deals
@@ -337,7 +343,7 @@ pub async fn opportunities(
             .map(|deal| OpportunityView::of(deal, now))
             .collect(),
         next_cursor,
-        as_of: covered.map(Into::into),
+        as_of: covered.map(|(horizon, covered)| AsOfFields::new(horizon, covered)),
     }))
 }
 
@@ -377,6 +383,7 @@ pub async fn board(
         &app,
         query.as_of.as_deref(),
         query.as_of_position.as_deref(),
+        query.valid_at.as_deref(),
     )
     .await?;
     ready(&app, Projection::Pipeline, query.min_position).await?;
@@ -384,8 +391,8 @@ pub async fn board(
         Some(horizon) => {
             let (cells, covered) =
                 projector::asof::board(app.handler.store(), slug.as_str(), horizon).await?;
-            let definition = time_travel::pipeline_as_of(&app, &slug, covered.position).await?;
-            (definition, cells, Some(covered))
+            let definition = time_travel::pipeline_as_of(&app, &slug, horizon, covered).await?;
+            (definition, cells, Some((horizon, covered)))
         }
         None => {
             let definition = app
@@ -427,7 +434,7 @@ pub async fn board(
     Ok(Json(Board {
         pipeline: slug.to_string(),
         columns,
-        as_of: covered.map(Into::into),
+        as_of: covered.map(|(horizon, covered)| AsOfFields::new(horizon, covered)),
     }))
 }
 
@@ -441,6 +448,7 @@ pub struct ForecastQuery {
     min_position: Option<i64>,
     as_of: Option<String>,
     as_of_position: Option<String>,
+    valid_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -483,6 +491,7 @@ pub async fn forecast(
         &app,
         query.as_of.as_deref(),
         query.as_of_position.as_deref(),
+        query.valid_at.as_deref(),
     )
     .await?;
     ready(&app, Projection::Forecast, query.min_position).await?;
@@ -496,7 +505,7 @@ pub async fn forecast(
             let (rows, covered) =
                 projector::asof::forecast(app.handler.store(), granularity, &filter, horizon)
                     .await?;
-            (rows, Some(covered))
+            (rows, Some((horizon, covered)))
         }
         None => (
             projector::read::forecast(app.handler.store().pool(), granularity, &filter).await?,
@@ -504,7 +513,7 @@ pub async fn forecast(
         ),
     };
     Ok(Json(Forecast {
-        as_of: covered.map(Into::into),
+        as_of: covered.map(|(horizon, covered)| AsOfFields::new(horizon, covered)),
         period: granularity.as_str(),
         rows: rows
             .into_iter()
@@ -533,6 +542,7 @@ pub struct FollowUpQuery {
     min_position: Option<i64>,
     as_of: Option<String>,
     as_of_position: Option<String>,
+    valid_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -573,6 +583,7 @@ pub async fn follow_ups(
         &app,
         query.as_of.as_deref(),
         query.as_of_position.as_deref(),
+        query.valid_at.as_deref(),
     )
     .await?;
     ready(&app, Projection::Pipeline, query.min_position).await?;
@@ -587,7 +598,7 @@ pub async fn follow_ups(
                 horizon,
             )
             .await?;
-            (rows, Some(covered))
+            (rows, Some((horizon, covered)))
         }
         None => (
             projector::read::follow_ups(
@@ -601,7 +612,7 @@ pub async fn follow_ups(
         ),
     };
     Ok(Json(FollowUps {
-        as_of: covered.map(Into::into),
+        as_of: covered.map(|(horizon, covered)| AsOfFields::new(horizon, covered)),
         follow_ups: rows
             .into_iter()
             .map(|row| FollowUpItem {

@@ -1,5 +1,6 @@
-//! Time travel on the read endpoints (SPEC section 8): the `as_of` and `as_of_position`
-//! parameters, the fields every answer from history carries, and `GET /v1/forecast/trend`.
+//! Time travel on the read endpoints (SPEC section 8): the `as_of`, `as_of_position` and
+//! `valid_at` parameters, the fields every answer from history carries, and
+//! `GET /v1/forecast/trend`.
 //!
 //! The answers themselves come from `projector::asof`, which folds the store through the
 //! projector's own rules; this module only parses, checks and shapes them.
@@ -9,7 +10,7 @@ use domain::codec;
 use domain::decider::Decider;
 use domain::pipeline::{Pipeline, PipelineDefinition, PipelineEvent};
 use domain::values::PipelineSlug;
-use projector::asof::{Covered, Horizon};
+use projector::asof::{Covered, Horizon, Known};
 use projector::rules::{ForecastKey, Month};
 use serde::{Deserialize, Serialize};
 
@@ -19,20 +20,41 @@ use crate::problem::ApiError;
 use axum::Json;
 use axum::extract::State;
 
+/// The instant of each axis an answer from history was asked for.
+#[derive(Serialize)]
+pub struct Instants {
+    /// The instant the answer stands at: the `as_of` asked for, or for `as_of_position` the
+    /// `recorded_at` of the event at that position; `null` before the first event. Absent when
+    /// neither was asked for (`valid_at` alone: everything known now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    as_of: Option<Option<DateTime<Utc>>>,
+    /// The `valid_at` asked for; absent when not asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_at: Option<DateTime<Utc>>,
+}
+
+impl Instants {
+    fn of(horizon: Horizon, covered: Covered) -> Instants {
+        Instants {
+            as_of: (horizon.known != Known::Everything).then_some(covered.as_of),
+            valid_at: covered.valid_at,
+        }
+    }
+}
+
 /// What an answer from history says it covers.
 #[derive(Serialize)]
 pub struct AsOfFields {
-    /// The instant the answer stands at: the `as_of` asked for, or for `as_of_position` the
-    /// `recorded_at` of the event at that position; `null` before the first event.
-    as_of: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    instants: Instants,
     /// The last position included.
     position: i64,
 }
 
-impl From<Covered> for AsOfFields {
-    fn from(covered: Covered) -> Self {
+impl AsOfFields {
+    pub fn new(horizon: Horizon, covered: Covered) -> Self {
         AsOfFields {
-            as_of: covered.instant,
+            instants: Instants::of(horizon, covered),
             position: covered.position,
         }
     }
@@ -41,14 +63,15 @@ impl From<Covered> for AsOfFields {
 /// The same for one deal, whose own `position` is already the position of its last event.
 #[derive(Serialize)]
 pub struct DealAsOfFields {
-    as_of: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    instants: Instants,
     as_of_position: i64,
 }
 
-impl From<Covered> for DealAsOfFields {
-    fn from(covered: Covered) -> Self {
+impl DealAsOfFields {
+    pub fn new(horizon: Horizon, covered: Covered) -> Self {
         DealAsOfFields {
-            as_of: covered.instant,
+            instants: Instants::of(horizon, covered),
             as_of_position: covered.position,
         }
     }
@@ -80,13 +103,38 @@ fn refuse_future(app: &AppState, parameter: &str, instant: DateTime<Utc>) -> Res
     Ok(())
 }
 
-/// The horizon that `as_of` or `as_of_position` ask for, if any. Unlike the filters, an empty
-/// value is not absent: it is no instant and no position, hence 400.
+/// The horizon that `as_of`, `as_of_position` and `valid_at` ask for, if any. Unlike the
+/// filters, an empty value is not absent: it is no instant and no position, hence 400.
 pub async fn horizon(
     app: &AppState,
     as_of: Option<&str>,
     as_of_position: Option<&str>,
+    valid_at: Option<&str>,
 ) -> Result<Option<Horizon>, ApiError> {
+    let valid_at = match valid_at {
+        None => None,
+        Some(text) => {
+            let instant = parse_instant("valid_at", text)?;
+            refuse_future(app, "valid_at", instant)?;
+            Some(instant)
+        }
+    };
+    let known = known(app, as_of, as_of_position).await?;
+    Ok(match (known, valid_at) {
+        (None, None) => None,
+        (known, valid_at) => Some(Horizon {
+            known: known.unwrap_or(Known::Everything),
+            valid_at,
+        }),
+    })
+}
+
+/// What `as_of` or `as_of_position` say was known, if either is given.
+async fn known(
+    app: &AppState,
+    as_of: Option<&str>,
+    as_of_position: Option<&str>,
+) -> Result<Option<Known>, ApiError> {
     match (as_of, as_of_position) {
         (None, None) => Ok(None),
         // Each is well-formed on its own, so the pair is a rule no schema can express: 422.
@@ -96,7 +144,7 @@ pub async fn horizon(
         (Some(text), None) => {
             let instant = parse_instant("as_of", text)?;
             refuse_future(app, "as_of", instant)?;
-            Ok(Some(Horizon::Instant(instant)))
+            Ok(Some(Known::Instant(instant)))
         }
         (None, Some(text)) => {
             let position: i64 = text.parse().map_err(|_| {
@@ -120,16 +168,18 @@ pub async fn horizon(
                     ),
                 });
             }
-            Ok(Some(Horizon::Position(position)))
+            Ok(Some(Known::Position(position)))
         }
     }
 }
 
-/// The pipeline's definition as of `position`: `None` if it was not defined yet.
+/// The pipeline's definition by the events up to `covered` that `horizon` counts: `None` if it
+/// was not defined yet.
 pub async fn pipeline_as_of(
     app: &AppState,
     slug: &PipelineSlug,
-    position: i64,
+    horizon: Horizon,
+    covered: Covered,
 ) -> Result<Option<PipelineDefinition>, ApiError> {
     let events = app.handler.store().read_stream(&slug.stream_id()).await?;
     if events.is_empty() {
@@ -137,7 +187,8 @@ pub async fn pipeline_as_of(
     }
     let decoded = events
         .into_iter()
-        .take_while(|event| event.position <= position)
+        .take_while(|event| event.position <= covered.position)
+        .filter(|event| horizon.includes(event))
         .map(|event| {
             codec::decode::<PipelineEvent>(&event.event_type, event.schema_version, event.data)
         })
@@ -242,8 +293,9 @@ fn parse_date(parameter: &str, text: &str) -> Result<NaiveDate, ApiError> {
     })
 }
 
-/// `GET /v1/forecast/trend`: one period's forecast as of 00:00:00Z of each day or week from
-/// `from` to `to`. Points after now are left out: nothing was known of them yet.
+/// `GET /v1/forecast/trend`: one period's forecast as of (`time=recorded`) or valid at
+/// (`time=occurred`) 00:00:00Z of each day or week from `from` to `to`. Points after now are left
+/// out: nothing was known of them yet.
 pub async fn trend(
     State(app): State<AppState>,
     Query(query): Query<TrendQuery>,
@@ -258,21 +310,16 @@ pub async fn trend(
         Some("week") => ("week", Duration::weeks(1)),
         Some(other) => return Err(invalid(format!("step: {other:?} is not one of day, week"))),
     };
-    let time = match query.time.as_deref().filter(|time| !time.is_empty()) {
-        None | Some("recorded") => "recorded",
-        Some("occurred") => {
-            return Err(invalid(
-                "time: occurred needs each event's occurred_at, which this build does not \
-                 record yet; use time=recorded"
-                    .to_owned(),
-            ));
-        }
-        Some(other) => {
-            return Err(invalid(format!(
-                "time: {other:?} is not one of recorded, occurred"
-            )));
-        }
-    };
+    let (time, horizon): (_, fn(DateTime<Utc>) -> Horizon) =
+        match query.time.as_deref().filter(|time| !time.is_empty()) {
+            None | Some("recorded") => ("recorded", Horizon::as_of),
+            Some("occurred") => ("occurred", Horizon::valid_at),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "time: {other:?} is not one of recorded, occurred"
+                )));
+            }
+        };
     match query
         .probability
         .as_deref()
@@ -306,7 +353,7 @@ pub async fn trend(
         .map_while(|index| first.checked_add_signed(step * index as i32))
         .take_while(|instant| *instant <= now)
         .collect();
-    let horizons: Vec<Horizon> = instants.iter().copied().map(Horizon::Instant).collect();
+    let horizons: Vec<Horizon> = instants.iter().copied().map(horizon).collect();
     let owner = query.owner.as_deref().filter(|owner| !owner.is_empty());
     let pipeline = query
         .pipeline

@@ -8,7 +8,9 @@
 //! follow-ups need every deal and load them all. Nothing here writes.
 //!
 //! The events known at an instant are a prefix of the log, because `recorded_at` never decreases
-//! as the position grows: a fold stops at the first event past its horizon.
+//! as the position grows: a fold stops at the first event past its horizon. `valid_at` (business
+//! time) filters those by `occurred_at`, which is not a prefix: such a fold reads every known
+//! event after its snapshot, so its cost grows with how far back `valid_at` lies.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -30,65 +32,136 @@ use crate::snapshot::{self, Mark};
 /// Events read from the store per query while folding.
 const PAGE: i64 = 1_000;
 
-/// Which events an answer from history takes into account: those recorded at or before an
-/// instant, or those at or below a position.
+/// What was known: the events recorded at or before an instant, those at or below a position,
+/// or every event in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Horizon {
+pub enum Known {
     Instant(DateTime<Utc>),
     Position(i64),
+    Everything,
+}
+
+/// Which events an answer from history takes into account: those known (on the transaction-time
+/// axis), and of those, when `valid_at` is given, the ones with `occurred_at <= valid_at` (the
+/// business-time axis), folded in position order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon {
+    pub known: Known,
+    pub valid_at: Option<DateTime<Utc>>,
 }
 
 impl Horizon {
-    /// Whether `event`, and so every later one, lies past the horizon.
-    fn excludes(self, event: &RecordedEvent) -> bool {
-        match self {
-            Horizon::Instant(instant) => event.recorded_at > instant,
-            Horizon::Position(position) => event.position > position,
+    /// The events recorded at or before `instant`.
+    pub fn as_of(instant: DateTime<Utc>) -> Horizon {
+        Horizon {
+            known: Known::Instant(instant),
+            valid_at: None,
         }
     }
 
-    /// The bounds a snapshot must lie within to serve this horizon.
-    fn snapshot_bounds(self) -> (i64, DateTime<Utc>) {
-        match self {
-            Horizon::Instant(instant) => (i64::MAX, instant),
-            Horizon::Position(position) => (position, DateTime::<Utc>::MAX_UTC),
+    /// The events at or below `position`.
+    pub fn as_of_position(position: i64) -> Horizon {
+        Horizon {
+            known: Known::Position(position),
+            valid_at: None,
         }
+    }
+
+    /// The events, of every one known now, that occurred at or before `instant`.
+    pub fn valid_at(instant: DateTime<Utc>) -> Horizon {
+        Horizon {
+            known: Known::Everything,
+            valid_at: Some(instant),
+        }
+    }
+
+    /// Whether `event`, and so every later one, lies past what was known. The known events are
+    /// a prefix of the log, because `recorded_at` never decreases as the position grows.
+    fn ends_before(self, event: &RecordedEvent) -> bool {
+        match self.known {
+            Known::Instant(instant) => event.recorded_at > instant,
+            Known::Position(position) => event.position > position,
+            Known::Everything => false,
+        }
+    }
+
+    /// Whether a known event counts. Those that occurred after `valid_at` are not a prefix: an
+    /// imported event may sit anywhere after it in the log, so a fold skips them and goes on.
+    /// Within one stream they are a suffix (`occurred_at` never decreases with the version),
+    /// so every deal is folded from a prefix of its own events.
+    pub fn includes(self, event: &RecordedEvent) -> bool {
+        self.valid_at
+            .is_none_or(|valid_at| event.occurred_at <= valid_at)
+    }
+
+    /// The bounds a snapshot must lie within to serve this horizon. `occurred_at` is never after
+    /// `recorded_at`, so every event recorded by `valid_at` occurred by then too: a snapshot
+    /// recorded by then holds only events that count.
+    fn snapshot_bounds(self) -> (i64, DateTime<Utc>) {
+        let (position, instant) = match self.known {
+            Known::Instant(instant) => (i64::MAX, instant),
+            Known::Position(position) => (position, DateTime::<Utc>::MAX_UTC),
+            Known::Everything => (i64::MAX, DateTime::<Utc>::MAX_UTC),
+        };
+        (
+            position,
+            self.valid_at
+                .map_or(instant, |valid_at| valid_at.min(instant)),
+        )
     }
 }
 
 /// What an answer from history covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Covered {
-    /// The last position included; 0 when the horizon lies before the first event.
+    /// The last position included; 0 when no event is.
     pub position: i64,
-    /// The instant the answer stands at, at which "now"-dependent fields (time in the current
-    /// stage) are computed: the instant asked for, or for a position the `recorded_at` of the
-    /// event there. `None` only for position 0.
-    pub instant: Option<DateTime<Utc>>,
+    /// The instant of the transaction-time axis: the `as_of` asked for, or for a position the
+    /// `recorded_at` of the event there. `None` for position 0 and when every event is known.
+    pub as_of: Option<DateTime<Utc>>,
+    /// The instant of the business-time axis, when one was asked for.
+    pub valid_at: Option<DateTime<Utc>>,
+    /// The last position read, included or not: where a fold goes on from.
+    scanned: i64,
 }
 
 impl Covered {
     fn start(horizon: Horizon, mark: Option<Mark>) -> Covered {
-        let instant = match horizon {
-            Horizon::Instant(instant) => Some(instant),
-            Horizon::Position(_) => mark.map(|mark| mark.recorded_at),
+        let as_of = match horizon.known {
+            Known::Instant(instant) => Some(instant),
+            Known::Position(_) => mark.map(|mark| mark.recorded_at),
+            Known::Everything => None,
         };
+        let position = mark.map_or(0, |mark| mark.position);
         Covered {
-            position: mark.map_or(0, |mark| mark.position),
-            instant,
+            position,
+            as_of,
+            valid_at: horizon.valid_at,
+            scanned: position,
         }
     }
 
-    fn include(&mut self, horizon: Horizon, event: &RecordedEvent) {
-        self.position = event.position;
-        if let Horizon::Position(_) = horizon {
-            self.instant = Some(event.recorded_at);
+    /// The instant at which fields that grow with the clock (time in the current stage) are
+    /// computed: the world at `valid_at` when asked for, else at `as_of`.
+    pub fn instant(&self) -> Option<DateTime<Utc>> {
+        self.valid_at.or(self.as_of)
+    }
+
+    /// Records that `event` was read; whether it counts is `horizon`'s to say.
+    fn read(&mut self, horizon: Horizon, event: &RecordedEvent) {
+        self.scanned = event.position;
+        if let Known::Position(_) = horizon.known {
+            self.as_of = Some(event.recorded_at);
+        }
+        if horizon.includes(event) {
+            self.position = event.position;
         }
     }
 }
 
-/// The next events after `after` within `horizon`; empty once there are no more. The second
-/// value tells whether later pages may hold more.
+/// The next known events after `after`; empty once there are no more. The second value tells
+/// whether later pages may hold more. Events that occurred after `valid_at` are left in: the
+/// caller skips them, and reads past them.
 async fn page(
     store: &EventStore,
     after: i64,
@@ -96,7 +169,7 @@ async fn page(
 ) -> Result<(Vec<RecordedEvent>, bool), ProjectorError> {
     let mut events = store.read_all(after, PAGE, None).await?;
     let full = events.len() as i64 == PAGE;
-    match events.iter().position(|event| horizon.excludes(event)) {
+    match events.iter().position(|event| horizon.ends_before(event)) {
         Some(end) => {
             events.truncate(end);
             Ok((events, false))
@@ -151,8 +224,10 @@ impl Tally {
         })
     }
 
-    /// Starts again from a snapshot when there is one past what is folded so far, then folds
-    /// the events up to `horizon` (not before what is folded already).
+    /// Starts again from a snapshot when there is one past what is read so far, then folds the
+    /// events up to `horizon` (not before what is read already). A fold that skipped events for
+    /// `valid_at` cannot take them in later, so only a horizon without `valid_at` may be
+    /// advanced to a later one.
     async fn advance(
         &mut self,
         client: &impl GenericClient,
@@ -161,17 +236,18 @@ impl Tally {
     ) -> Result<(), ProjectorError> {
         let (position, instant) = horizon.snapshot_bounds();
         if let Some(mark) = snapshot::nearest(client, self.projection, position, instant).await?
-            && mark.position > self.covered.position
+            && mark.position > self.covered.scanned
         {
             *self = Tally::start(client, self.projection, horizon).await?;
         }
-        if let Horizon::Instant(instant) = horizon {
-            self.covered.instant = Some(instant);
+        if let Known::Instant(instant) = horizon.known {
+            self.covered.as_of = Some(instant);
         }
         loop {
-            let (events, more) = page(store, self.covered.position, horizon).await?;
+            let (events, more) = page(store, self.covered.scanned, horizon).await?;
             let decoded: Vec<_> = events
                 .iter()
+                .filter(|event| horizon.includes(event))
                 .filter_map(|event| match rules::decode(event) {
                     Decoded::Opportunity(context, event) => Some((context, event)),
                     _ => None,
@@ -202,7 +278,7 @@ impl Tally {
                 accumulate(&mut self.sums.forecast, key, figures);
             }
             for event in &events {
-                self.covered.include(horizon, event);
+                self.covered.read(horizon, event);
             }
             if !more {
                 return Ok(());
@@ -230,10 +306,12 @@ async fn read_model(
     transaction.commit().await?;
     let mut covered = Covered::start(horizon, mark);
     loop {
-        let (events, more) = page(store, covered.position, horizon).await?;
+        let (events, more) = page(store, covered.scanned, horizon).await?;
         for event in &events {
-            model.apply(event);
-            covered.include(horizon, event);
+            if horizon.includes(event) {
+                model.apply(event);
+            }
+            covered.read(horizon, event);
         }
         if !more {
             return Ok((model, covered));
@@ -249,9 +327,9 @@ pub async fn covered(store: &EventStore, horizon: Horizon) -> Result<Covered, Pr
     drop(client);
     let mut covered = Covered::start(horizon, mark);
     loop {
-        let (events, more) = page(store, covered.position, horizon).await?;
-        if let Some(event) = events.last() {
-            covered.include(horizon, event);
+        let (events, more) = page(store, covered.scanned, horizon).await?;
+        for event in &events {
+            covered.read(horizon, event);
         }
         if !more {
             return Ok(covered);
@@ -342,7 +420,8 @@ pub async fn forecast(
 
 /// The forecast cells that `select` keeps, summed, as of each of `horizons` (ascending): one
 /// fold that moves forward, starting again from a snapshot whenever one lies between two
-/// horizons.
+/// horizons. A horizon with `valid_at` is folded on its own, from the nearest snapshot before
+/// it, since what counts at one `valid_at` is not a prefix of what counts at the next.
 pub async fn forecast_trend(
     store: &EventStore,
     horizons: &[Horizon],
@@ -355,7 +434,10 @@ pub async fn forecast_trend(
     let transaction = snapshot_reader(&mut client).await?;
     let mut tally = Tally::start(&transaction, Projection::Forecast, *first).await?;
     let mut points = Vec::with_capacity(horizons.len());
-    for horizon in horizons {
+    for (index, horizon) in horizons.iter().enumerate() {
+        if horizon.valid_at.is_some() && index > 0 {
+            tally = Tally::start(&transaction, Projection::Forecast, *horizon).await?;
+        }
         tally.advance(&transaction, store, *horizon).await?;
         let total = tally
             .sums
@@ -445,6 +527,7 @@ pub async fn deal(
     events
         .iter()
         .take_while(|event| event.position <= covered.position)
+        .filter(|event| horizon.includes(event))
         .for_each(|event| model.apply(event));
     Ok((model.deals.remove(&id), covered))
 }

@@ -54,8 +54,10 @@ pub struct DealView {
     pub status: OpportunityStatus,
     pub close_reason: Option<Text>,
     pub closed_at: Option<DateTime<Utc>>,
+    /// `occurred_at` of the creation.
     pub created_at: DateTime<Utc>,
-    /// When the deal entered its current stage (creation, stage change or reopen).
+    /// When the deal entered its current stage (creation, stage change or reopen), by
+    /// `occurred_at`.
     pub entered_stage_at: DateTime<Utc>,
     /// Milliseconds spent in each stage over the finished stints only; the current stint of an
     /// open deal is added at read time ([`DealView::time_in_stage_ms`]), since it grows with the
@@ -67,7 +69,7 @@ pub struct DealView {
     pub version: i64,
     /// The global position of the last event applied.
     pub position: i64,
-    /// `recorded_at` of the last event applied.
+    /// `recorded_at` of the last event applied: when the row last changed, not a business time.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -150,6 +152,10 @@ pub struct EventContext {
     pub stream_version: i64,
     pub position: i64,
     pub recorded_at: DateTime<Utc>,
+    /// Business time: the times a deal's row keeps (creation, stage entry, time in stage) are
+    /// taken from it, so that imported history shows when things happened, not when they were
+    /// loaded. Equal to `recorded_at` for everything not imported.
+    pub occurred_at: DateTime<Utc>,
 }
 
 /// What the read models make of a stored event.
@@ -220,6 +226,7 @@ pub fn decode(event: &RecordedEvent) -> Decoded {
             stream_version: event.stream_version,
             position: event.position,
             recorded_at: event.recorded_at,
+            occurred_at: event.occurred_at,
         },
         Box::new(decoded),
     )
@@ -262,7 +269,7 @@ pub fn apply(
     context: &EventContext,
 ) -> Option<DealView> {
     use OpportunityEvent as E;
-    let at = context.recorded_at;
+    let at = context.occurred_at;
     let mut deal = match (view, event) {
         (_, E::OpportunityCreated(created)) => DealView {
             id: context.opportunity_id,
@@ -402,7 +409,7 @@ pub fn apply(
     }
     deal.version = context.stream_version;
     deal.position = context.position;
-    deal.updated_at = at;
+    deal.updated_at = context.recorded_at;
     Some(deal)
 }
 

@@ -893,6 +893,11 @@ async fn every_answer_matches_the_document() {
     ] {
         let reply = app.get(&format!("{query}?as_of_position={earlier}")).await;
         assert!(answers.check(method, path, &reply)["as_of"].is_string());
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let reply = app.get(&format!("{query}?valid_at={now}")).await;
+        let answer = answers.check(method, path, &reply);
+        assert!(answer["valid_at"].is_string(), "{answer}");
+        assert!(answer.get("as_of").is_none(), "{answer}");
     }
     let today = chrono::Utc::now().date_naive();
     let reply = app
@@ -903,6 +908,14 @@ async fn every_answer_matches_the_document() {
         .await;
     let trend = answers.check("get", "/v1/forecast/trend", &reply);
     assert_eq!(trend["points"].as_array().map(Vec::len), Some(4));
+    let reply = app
+        .get(&format!(
+            "/v1/forecast/trend?period=2026-Q4&currency=EUR&from={}&to={today}&time=occurred",
+            today - chrono::Duration::days(2)
+        ))
+        .await;
+    let trend = answers.check("get", "/v1/forecast/trend", &reply);
+    assert_eq!(trend["time"], "occurred");
     for slug in ["default", "enterprise"] {
         let reply = app
             .get(&format!("/v1/pipelines/{slug}/board?min_position={head}"))

@@ -1,6 +1,7 @@
 //! Answers as of an earlier instant or position equal, field for field, what the live queries
 //! answered when their read models had applied exactly the events known then: from snapshots,
-//! after a rebuild, and with every snapshot dropped.
+//! after a rebuild, and with every snapshot dropped. So do answers valid at that instant, since
+//! nothing in this history is imported.
 
 use std::time::Duration;
 
@@ -90,8 +91,15 @@ fn take_times(value: &mut Value, times: &mut Vec<Value>) {
     }
 }
 
-/// Compares an answer from history with the live one it must equal.
-fn assert_same(path: &str, live: &Value, mut historical: Value, capture: &Capture) {
+/// Compares an answer from history with the live one it must equal; `instant_field` is the
+/// field that names the instant it was asked for (`as_of` or `valid_at`).
+fn assert_same(
+    path: &str,
+    live: &Value,
+    mut historical: Value,
+    capture: &Capture,
+    instant_field: &str,
+) {
     let object = historical.as_object_mut().unwrap();
     let covered = if path.starts_with("/v1/opportunities/") {
         object.remove("as_of_position")
@@ -104,7 +112,10 @@ fn assert_same(path: &str, live: &Value, mut historical: Value, capture: &Captur
         "{path} covers {}",
         capture.position
     );
-    assert!(object.remove("as_of").is_some(), "{path} says as_of");
+    assert!(
+        object.remove(instant_field).is_some(),
+        "{path} says {instant_field}"
+    );
     let mut live = live.clone();
     let (mut live_times, mut historical_times) = (Vec::new(), Vec::new());
     take_times(&mut live, &mut live_times);
@@ -143,11 +154,17 @@ async fn check_all(client: &Client, captures: &[Capture], deals: &[String]) {
             let by_instant = client
                 .get(&format!("{path}as_of={}", urlencode(&instant)))
                 .await;
-            assert_same(path, live, by_instant, capture);
+            assert_same(path, live, by_instant, capture, "as_of");
             let by_position = client
                 .get(&format!("{path}as_of_position={}", capture.position))
                 .await;
-            assert_same(path, live, by_position, capture);
+            assert_same(path, live, by_position, capture, "as_of");
+            // Nothing here is imported, so every event occurred when it was recorded: the world
+            // valid at an instant, by all that is known now, is what was known then.
+            let valid = client
+                .get(&format!("{path}valid_at={}", urlencode(&instant)))
+                .await;
+            assert_same(path, live, valid, capture, "valid_at");
         }
     }
     // Before the first event: nothing at all.
