@@ -4,6 +4,7 @@
 //! they ended.
 
 mod demo;
+mod forecast;
 mod import;
 mod progress;
 
@@ -53,6 +54,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Loads history exported from another system, with its original dates (docs/import.md).
     Import(import::ImportArgs),
+    /// Prints the forecast table, now, as of an earlier instant or valid at one
+    /// (docs/forecasting.md).
+    Forecast(forecast::ForecastArgs),
     /// Read model maintenance.
     Projections {
         #[command(subcommand)]
@@ -148,6 +152,10 @@ async fn main() -> anyhow::Result<()> {
                 default_owner: default_owner(&settings)?,
             };
             import::run(&importer, &arguments).await
+        }
+        Command::Forecast(arguments) => {
+            let node = open(&settings).await?;
+            forecast::run(&node.store, &arguments, node.handler.now()).await
         }
         Command::Projections {
             command: ProjectionsCommand::Rebuild { name },
