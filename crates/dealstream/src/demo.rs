@@ -30,7 +30,7 @@ use domain::values::{LeadId, OpportunityId};
 use projector::rules::{ForecastFigures, Granularity, ReadModel, accumulate};
 use serde_json::{Value, json};
 
-use crate::import::{Importer, uuid_v7_at};
+use crate::import::{Importer, import, uuid_v7_at};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -176,10 +176,13 @@ pub async fn run(importer: &Importer<'_>, arguments: &DemoArgs) -> anyhow::Resul
         .context("midnight exists")?
         .and_utc();
     let lines = history(arguments, end)?;
-    for (index, line) in lines.iter().enumerate() {
-        if let Err(refusal) = importer.line(&line.to_string()).await? {
-            bail!("demo line {} was refused: {refusal}: {line}", index + 1);
-        }
+    let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    let report = import(importer, text.as_bytes(), false, |_| {}, |_, _| {}).await?;
+    if let Some((number, refusal)) = report.refused.first() {
+        bail!(
+            "demo line {number} was refused: {refusal}: {}",
+            lines[number - 1]
+        );
     }
     let model = fold_store(handler).await?;
     println!(
@@ -497,7 +500,7 @@ fn print_summary(model: &ReadModel) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
     use std::sync::Arc;
 
     use chrono::{DateTime, Months, Utc};
@@ -508,7 +511,7 @@ mod tests {
     use super::{
         BASE_WIN, DemoArgs, OWNER_FACTOR, SOURCE_FACTOR, STAGES, history, run, win_propensity,
     };
-    use crate::import::{ACTOR_PREFIX, Importer};
+    use crate::import::{ACTOR_PREFIX, Importer, import};
 
     fn arguments(leads: u32, months: u32, seed: u64) -> DemoArgs {
         DemoArgs {
@@ -548,6 +551,57 @@ mod tests {
 
         run(&importer, &arguments).await.unwrap();
         assert_eq!(handler.store().head_position().await.unwrap(), loaded);
+    }
+
+    /// Every stream's events as a line at a time would have written them, whatever the order
+    /// the lines of different deals ran in.
+    async fn streams(handler: &CommandHandler) -> BTreeMap<String, Vec<String>> {
+        let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let events = handler.store().read_all(0, 100_000, None).await.unwrap();
+        // The default pipeline's definition is the store's own, at its own time.
+        for event in events {
+            if !event.metadata["actor"]
+                .as_str()
+                .is_some_and(|actor| actor.starts_with(ACTOR_PREFIX))
+            {
+                continue;
+            }
+            let fact = format!(
+                "{} {} {} {}",
+                event.event_type, event.occurred_at, event.data, event.metadata["command_id"]
+            );
+            streams.entry(event.stream_id).or_default().push(fact);
+        }
+        streams
+    }
+
+    #[tokio::test]
+    async fn lines_run_side_by_side_write_what_one_at_a_time_writes() {
+        let lines = history(&arguments(60, 4, 5), end()).unwrap();
+        let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        let mut written = Vec::new();
+        for strict in [true, false] {
+            let database = TestDb::new().await;
+            let handler = CommandHandler::new(database.store(), Arc::new(SystemClock));
+            handler.ensure_default_pipeline().await.unwrap();
+            let importer = Importer {
+                handler: &handler,
+                default_owner: parse_owner("unassigned").unwrap(),
+            };
+            let report = import(&importer, text.as_bytes(), strict, |_| {}, |_, _| {})
+                .await
+                .unwrap();
+            assert_eq!(report.refused, [], "strict: {strict}");
+            assert_eq!(report.lines, lines.len());
+            written.push(streams(&handler).await);
+        }
+        assert!(written[0].len() > 60, "{}", written[0].len());
+        let differing: Vec<&String> = written[0]
+            .keys()
+            .chain(written[1].keys())
+            .filter(|stream| written[0].get(*stream) != written[1].get(*stream))
+            .collect();
+        assert_eq!(differing, Vec::<&String>::new());
     }
 
     #[test]

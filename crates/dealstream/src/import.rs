@@ -12,6 +12,7 @@
 //! store, so nothing of a refused line is written. Failures of the store itself are no refusal:
 //! they are retried for a while, then stop the import.
 
+use std::collections::HashSet;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +22,8 @@ use api::{ApiError, Fresh};
 use chrono::{DateTime, Utc};
 use commands::{CommandContext, CommandError, CommandHandler};
 use domain::values::{Owner, Text, parse_instant};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use uuid::Uuid;
@@ -41,6 +44,9 @@ const IMPORT_NAMESPACE: Uuid = Uuid::from_u128(0x5d0b_7c3e_2f41_4a8e_b6d2_93e1_0
 /// history apart from what was done in dealstream (`api:`, `workflow:`) in every deal's audit
 /// trail, and a line cannot pass itself off as the workflow.
 pub const ACTOR_PREFIX: &str = "import:";
+
+/// How many lines may be in the store's hands at once.
+const IN_FLIGHT: usize = 64;
 
 /// How long a line waits for an unavailable store before the import gives up.
 const UNAVAILABLE_PATIENCE: Duration = Duration::from_secs(30);
@@ -88,13 +94,6 @@ impl Line {
     }
 }
 
-/// What happened to one accepted line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
-    /// The position of the line's last event, or the store's head if it appended nothing.
-    pub position: i64,
-}
-
 /// Sends import lines through the command handler.
 pub struct Importer<'a> {
     pub handler: &'a CommandHandler,
@@ -104,25 +103,21 @@ pub struct Importer<'a> {
 }
 
 impl Importer<'_> {
-    /// Handles one line. `Ok(Err(reason))` is a refusal of the line; `Err` a failure of the
-    /// store that no line can be blamed for.
-    pub async fn line(&self, text: &str) -> anyhow::Result<Result<Accepted, String>> {
-        let (command, context) = match parse(text) {
-            Ok(parsed) => parsed,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
+    /// Sends one line's command. `Ok(Err(reason))` is a refusal of the line; `Err` a failure of
+    /// the store that no line can be blamed for.
+    async fn send(
+        &self,
+        command: api::Command,
+        context: &CommandContext,
+    ) -> anyhow::Result<Result<(), String>> {
         let started = std::time::Instant::now();
         loop {
             match command
                 .clone()
-                .send(self.handler, &context, &self.default_owner)
+                .send(self.handler, context, &self.default_owner)
                 .await
             {
-                Ok(result) => {
-                    return Ok(Ok(Accepted {
-                        position: result.position,
-                    }));
-                }
+                Ok(_) => return Ok(Ok(())),
                 Err(CommandError::Unavailable(_)) if started.elapsed() < UNAVAILABLE_PATIENCE => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -132,6 +127,69 @@ impl Importer<'_> {
                     | CommandError::IdempotencyKeyReused),
                 ) => return Ok(Err(reason(ApiError::from(refused)))),
                 Err(failure) => return Err(failure).context("the event store failed"),
+            }
+        }
+    }
+}
+
+/// What a command touches, for running lines side by side: lines on the same lead or deal run
+/// one after the other, in file order, so each stream sees its lines in order (and business
+/// time never goes back within it). A pipeline definition changes what stage changes and new
+/// deals everywhere may do, so it runs alone, after everything before it and before anything
+/// after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    Entities(Vec<Uuid>),
+    Everything,
+}
+
+impl Scope {
+    fn of(command: &api::Command) -> Scope {
+        use api::Command::*;
+        match command {
+            CaptureLead { id, .. } | DisqualifyLead { id, .. } => Scope::Entities(vec![id.0]),
+            QualifyLead {
+                id, opportunity_id, ..
+            } => Scope::Entities(vec![id.0, opportunity_id.0]),
+            CreateOpportunity { id, .. } | Opportunity { id, .. } => Scope::Entities(vec![id.0]),
+            DefinePipeline { .. } => Scope::Everything,
+        }
+    }
+}
+
+/// The scopes of the lines running now.
+#[derive(Default)]
+struct Running {
+    entities: HashSet<Uuid>,
+    everything: bool,
+    lines: usize,
+}
+
+impl Running {
+    fn admits(&self, scope: &Scope) -> bool {
+        match scope {
+            _ if self.everything => false,
+            Scope::Everything => self.lines == 0,
+            Scope::Entities(ids) => ids.iter().all(|id| !self.entities.contains(id)),
+        }
+    }
+
+    fn start(&mut self, scope: &Scope) {
+        self.lines += 1;
+        match scope {
+            Scope::Everything => self.everything = true,
+            Scope::Entities(ids) => self.entities.extend(ids),
+        }
+    }
+
+    fn finish(&mut self, scope: &Scope) {
+        self.lines -= 1;
+        match scope {
+            Scope::Everything => self.everything = false,
+            Scope::Entities(ids) => {
+                for id in ids {
+                    self.entities.remove(id);
+                }
             }
         }
     }
@@ -206,8 +264,13 @@ pub struct Report {
     pub events_appended: i64,
 }
 
-/// Imports every line of `reader`, reporting refusals through `report_refusal` as they happen.
-/// With `strict`, stops at the first refusal. `on_progress` gets the bytes read so far.
+/// Imports every line of `reader`, reporting refusals through `report_refusal` as they are
+/// known. `on_progress` gets the bytes read so far.
+///
+/// Up to [`IN_FLIGHT`] lines run at once, which lets the store commit many lines in one
+/// transaction, as it does for concurrent requests; lines that touch the same lead or deal still
+/// run in file order ([`Scope`]). With `strict`, lines run one at a time and the import stops at
+/// the first refusal, so nothing after it is written.
 pub async fn import(
     importer: &Importer<'_>,
     mut reader: impl BufRead,
@@ -217,10 +280,19 @@ pub async fn import(
 ) -> anyhow::Result<Report> {
     let head_before = importer.handler.store().head_position().await?;
     let mut report = Report::default();
+    let mut running = Running::default();
+    let mut sent = FuturesUnordered::new();
     let mut bytes = Vec::new();
     let mut bytes_read = 0;
     let mut number = 0;
+    let mut refuse = |report: &mut Report, number: usize, refusal: String| {
+        report_refusal(number, &refusal);
+        report.refused.push((number, refusal));
+    };
     loop {
+        if strict && !report.refused.is_empty() {
+            break;
+        }
         bytes.clear();
         let read = reader
             .read_until(b'\n', &mut bytes)
@@ -230,24 +302,63 @@ pub async fn import(
         }
         number += 1;
         bytes_read += read as u64;
-        let outcome = match std::str::from_utf8(&bytes) {
+        let parsed = match std::str::from_utf8(&bytes) {
             Ok(text) if text.trim().is_empty() => continue,
             // Without its line break, so that a truncated line reads as what it is, cut short.
-            Ok(text) => importer.line(text.trim_end_matches(['\n', '\r'])).await?,
+            Ok(text) => parse(text.trim_end_matches(['\n', '\r'])),
             Err(error) => Err(format!("not UTF-8: {error}")),
         };
         report.lines += 1;
         on_progress(bytes_read);
-        if let Err(refusal) = outcome {
-            report_refusal(number, &refusal);
-            report.refused.push((number, refusal));
-            if strict {
+        let (command, context) = match parsed {
+            Ok(parsed) => parsed,
+            Err(refusal) => {
+                refuse(&mut report, number, refusal);
+                continue;
+            }
+        };
+        let scope = Scope::of(&command);
+        while sent.len() >= IN_FLIGHT || !running.admits(&scope) {
+            let Some((done, scope, outcome)) = sent.next().await else {
                 break;
+            };
+            running.finish(&scope);
+            if let Err(refusal) = outcome? {
+                refuse(&mut report, done, refusal);
             }
         }
+        running.start(&scope);
+        sent.push(async move {
+            let outcome = importer.send(command, &context).await;
+            (number, scope, outcome)
+        });
+        if strict {
+            settle(&mut sent, &mut running, &mut report, &mut refuse).await?;
+        }
     }
+    settle(&mut sent, &mut running, &mut report, &mut refuse).await?;
+    report.refused.sort_by_key(|(number, _)| *number);
     report.events_appended = importer.handler.store().head_position().await? - head_before;
     Ok(report)
+}
+
+/// Waits for every line sent so far and records their refusals.
+async fn settle<F>(
+    sent: &mut FuturesUnordered<F>,
+    running: &mut Running,
+    report: &mut Report,
+    refuse: &mut impl FnMut(&mut Report, usize, String),
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = (usize, Scope, anyhow::Result<Result<(), String>>)>,
+{
+    while let Some((done, scope, outcome)) = sent.next().await {
+        running.finish(&scope);
+        if let Err(refusal) = outcome? {
+            refuse(report, done, refusal);
+        }
+    }
+    Ok(())
 }
 
 /// `dealstream import FILE`: a progress bar on a terminal, refusals on standard error, a summary
