@@ -8,11 +8,12 @@ use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
 
-const ENVELOPE_FIELDS: [&str; 9] = [
+const ENVELOPE_FIELDS: [&str; 10] = [
     "data",
     "event_id",
     "event_type",
     "metadata",
+    "occurred_at",
     "position",
     "recorded_at",
     "schema_version",
@@ -20,7 +21,7 @@ const ENVELOPE_FIELDS: [&str; 9] = [
     "stream_version",
 ];
 
-/// Checks one served event against the envelope of SPEC section 1.
+/// Checks one served event against the envelope that docs/events.md describes.
 #[track_caller]
 fn assert_envelope(event: &Value) {
     let object = event.as_object().expect("an event is an object");
@@ -45,6 +46,10 @@ fn assert_envelope(event: &Value) {
     assert!(
         recorded_at.ends_with('Z') && DateTime::parse_from_rfc3339(recorded_at).is_ok(),
         "recorded_at {recorded_at} is RFC 3339 UTC"
+    );
+    assert_eq!(
+        event["occurred_at"], event["recorded_at"],
+        "a live event occurred when it was recorded"
     );
     assert!(event["data"].is_object());
 }
