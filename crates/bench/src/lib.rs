@@ -11,6 +11,7 @@
 //!
 //! Read next: `commands` (the shape every scenario follows), then `deployment`.
 
+mod asof;
 mod commands;
 mod deployment;
 mod history;
@@ -48,6 +49,8 @@ pub enum Scenario {
     Rebuild,
     /// Follow-ups falling due at one instant, beside plain single-event commands.
     Timers,
+    /// The forecast as of random instants over a large history, beside the live forecast.
+    Asof,
     /// Every scenario.
     All,
 }
@@ -86,6 +89,13 @@ pub struct BenchOptions {
     /// this (200,000 by default), to show it does not grow with the history.
     #[arg(long, default_value_t = 1_000_000)]
     pub rebuild_events: u64,
+    /// Opportunity events in the history `asof` asks the forecast of.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub asof_events: u64,
+    /// Forecast queries `asof` makes of each kind (live, as of any instant, an old one, a
+    /// recent one).
+    #[arg(long, default_value_t = 200)]
+    pub asof_queries: usize,
     /// Follow-ups that fall due at one instant in `timers`.
     #[arg(long, default_value_t = 2_000)]
     pub timers: usize,
@@ -154,6 +164,12 @@ pub async fn run(
     if scenario.includes(Scenario::Rebuild) {
         let deployment = Deployment::start(database_url, nats_url).await?;
         let outcome = rebuild::run(&deployment, options, &progress, &mut report).await;
+        deployment.stop().await;
+        outcome?;
+    }
+    if scenario.includes(Scenario::Asof) {
+        let deployment = Deployment::start(database_url, nats_url).await?;
+        let outcome = asof::run(&deployment, options, &progress, &mut report).await;
         deployment.stop().await;
         outcome?;
     }

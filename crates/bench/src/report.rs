@@ -16,6 +16,8 @@ pub enum Compare {
     Throughput,
     /// p99 latency divided by the baseline's: how many times the baseline's wait.
     P99Latency,
+    /// p50 latency divided by the baseline's: how many times the baseline's typical wait.
+    P50Latency,
 }
 
 /// One measured figure, beside the baseline it is meant to be read against.
@@ -104,6 +106,7 @@ pub struct RunSettings {
     pub rates: Vec<u32>,
     pub backlog: u64,
     pub rebuild_events: u64,
+    pub asof_events: u64,
     pub timers: usize,
     /// Pool size and the services' tuning, as the scenarios ran them.
     pub services: BTreeMap<&'static str, u64>,
@@ -179,6 +182,7 @@ impl Report {
                 rates: options.rates.clone(),
                 backlog: options.backlog,
                 rebuild_events: options.rebuild_events,
+                asof_events: options.asof_events,
                 timers: options.timers,
                 services,
             },
@@ -194,7 +198,7 @@ impl Report {
 
     /// Sets each figure's ratio to its baseline at the same level.
     pub fn link_baselines(&mut self) {
-        let baselines: Vec<(&'static str, u64, f64, Option<f64>)> = self
+        let baselines: Vec<(&'static str, u64, f64, Option<Latency>)> = self
             .figures
             .iter()
             .map(|figure| {
@@ -202,7 +206,7 @@ impl Report {
                     figure.scenario,
                     figure.level,
                     figure.per_second,
-                    figure.latency.map(|latency| latency.p99_ms),
+                    figure.latency,
                 )
             })
             .collect();
@@ -210,18 +214,23 @@ impl Report {
             let Some(baseline) = figure.baseline else {
                 continue;
             };
-            let Some((_, _, per_second, p99)) = baselines
+            let Some((_, _, per_second, base_latency)) = baselines
                 .iter()
                 .find(|(scenario, level, _, _)| *scenario == baseline && *level == figure.level)
             else {
                 continue;
             };
+            let latency_ratio =
+                |percentile: fn(&Latency) -> f64| match (figure.latency, base_latency) {
+                    (Some(latency), Some(base)) if percentile(base) > 0.0 => {
+                        Some(percentile(&latency) / percentile(base))
+                    }
+                    _ => None,
+                };
             figure.ratio = match figure.compare {
                 Compare::Throughput => (*per_second > 0.0).then(|| figure.per_second / per_second),
-                Compare::P99Latency => match (figure.latency, p99) {
-                    (Some(latency), Some(p99)) if *p99 > 0.0 => Some(latency.p99_ms / p99),
-                    _ => None,
-                },
+                Compare::P99Latency => latency_ratio(|latency| latency.p99_ms),
+                Compare::P50Latency => latency_ratio(|latency| latency.p50_ms),
             };
         }
     }
@@ -269,6 +278,9 @@ impl Report {
                 }
                 (Some(baseline), Some(ratio), Compare::P99Latency) => {
                     format!("p99 {ratio:.1}x {baseline}")
+                }
+                (Some(baseline), Some(ratio), Compare::P50Latency) => {
+                    format!("p50 {ratio:.1}x {baseline}")
                 }
                 _ => String::new(),
             };

@@ -24,6 +24,8 @@ fn tiny(scenario: Scenario) -> BenchOptions {
     options.stream_lengths = vec![2, 6];
     options.backlog = 2_000;
     options.rebuild_events = 5_000;
+    options.asof_events = 5_000;
+    options.asof_queries = 10;
     options.timers = 20;
     options.json = true;
     options
@@ -144,4 +146,21 @@ async fn a_small_timers_run_fires_every_follow_up() {
     let timers = report.figure("timers", 20).expect("timers figure");
     assert_eq!(timers.count, 20);
     assert!(timers.latency.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_asof_run_reads_each_kind_of_instant_against_the_live_forecast() {
+    let report = run(Scenario::Asof).await;
+    for scenario in ["asof", "asof-old", "asof-recent"] {
+        assert_measured(&report, scenario, 5_000, "asof-live");
+        let figure = report.figure(scenario, 5_000).expect("asof figure");
+        assert_eq!(figure.compare, Compare::P50Latency);
+        assert_eq!(figure.count, 10);
+    }
+    let old = report.figure("asof-old", 5_000).expect("asof-old figure");
+    assert!(
+        old.extra
+            .get("old_vs_recent_p50")
+            .is_some_and(|ratio| *ratio > 0.0)
+    );
 }
