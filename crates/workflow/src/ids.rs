@@ -60,14 +60,16 @@ pub fn fire_command(timer_id: Uuid) -> Uuid {
     derive(&[b"fire", timer_id.as_bytes()])
 }
 
-/// The `FireReminder` command of a reminder's timer due at `due_at`. A reminder that no longer
-/// held when it fell due is planned again with the same id only with a later due time, which
-/// gets a new command id, so the earlier no-op is not taken for its answer.
-pub fn fire_reminder_command(timer_id: Uuid, due_at: DateTime<Utc>) -> Uuid {
+/// The `FireReminder` command of one attempt, at `attempted_at`, to fire a reminder's timer.
+/// Unlike a follow-up, a reminder's outcome depends on when it is asked (a deal closed at one
+/// attempt may be reopened, its close date still past, at the next), so each attempt is a
+/// command of its own rather than a repeat answered with the first attempt's no-op. Firing
+/// stays once only: the decider fires a reminder id at most once per deal.
+pub fn fire_reminder_command(timer_id: Uuid, attempted_at: DateTime<Utc>) -> Uuid {
     derive(&[
         b"fire-reminder",
         timer_id.as_bytes(),
-        &due_at.timestamp_micros().to_be_bytes(),
+        &attempted_at.timestamp_micros().to_be_bytes(),
     ])
 }
 

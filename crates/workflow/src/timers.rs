@@ -180,10 +180,8 @@ async fn fire_one(shared: &Shared, timer: &DueTimer, now: chrono::DateTime<Utc>)
         Err(reason) => return TimerOutcome::GivenUp(reason),
     };
     let (command_id, command) = match reminder {
-        // A reminder that no longer holds may be planned again with the same id and a later due
-        // time; its command id must differ then, or the store would answer with the no-op.
         Some(reminder) => (
-            ids::fire_reminder_command(timer.timer_id, timer.due_at),
+            ids::fire_reminder_command(timer.timer_id, now),
             OpportunityCommand::FireReminder {
                 reminder_id: follow_up_id,
                 reminder,

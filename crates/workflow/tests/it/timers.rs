@@ -481,3 +481,69 @@ async fn fired_timers_are_deleted_once_past_their_retention() {
     instance.stop().await;
     harness.finish().await;
 }
+
+/// A reminder that fell due while its deal was closed is a no-op then; once the deal is reopened
+/// with its close date still past, the same reminder (same id, same due time) must fire, not be
+/// answered with the earlier no-op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_date_reminder_that_fell_due_while_closed_fires_after_a_reopen() {
+    let harness = Harness::new().await;
+    let mut config = WorkflowConfig::default();
+    config.rules.clear();
+    config.reminders.stale_after = None;
+    let instance = harness.start(config.clone());
+    let deal = harness.create_deal(10).await;
+    wait_for_pending_timers(&harness, 1).await;
+    instance.stop().await;
+
+    harness
+        .handler
+        .handle_opportunity(
+            &harness.api(),
+            deal,
+            commands::OpportunityRequest::Other(domain::opportunity::OpportunityCommand::Close {
+                outcome: domain::values::Outcome::Won,
+                reason: None,
+                closed_at: harness.clock.now(),
+            }),
+        )
+        .await
+        .expect("the deal closes");
+    harness.clock.advance(TimeDelta::days(11));
+    // An instance that has not seen the close yet (its consumer reads another stream) fires the
+    // reminder on the closed deal: a no-op, and the timer is dropped.
+    let timers_only = harness.start_with(config.clone(), crate::support::unique_options());
+    eventually(
+        Duration::from_secs(20),
+        "the reminder to be tried on the closed deal",
+        || async {
+            let timers = harness.scalar("select count(*) from workflow_timers").await;
+            (timers == 0).then_some(())
+        },
+    )
+    .await;
+    timers_only.stop().await;
+
+    harness
+        .handler
+        .handle_opportunity(
+            &harness.api(),
+            deal,
+            commands::OpportunityRequest::Reopen { stage: None },
+        )
+        .await
+        .expect("the deal reopens, its close date still past");
+    harness.clock.advance(TimeDelta::minutes(1));
+    let instance = harness.start(config);
+    eventually(
+        Duration::from_secs(20),
+        "the close-date reminder to fire after the reopen",
+        || async {
+            let history = harness.history(&deal.stream_id()).await;
+            (!crate::support::of_type(&history, "FollowUpDue").is_empty()).then_some(())
+        },
+    )
+    .await;
+    instance.stop().await;
+    harness.finish().await;
+}
