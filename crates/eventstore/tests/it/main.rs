@@ -5,6 +5,7 @@
 mod append_only;
 mod bad_data;
 mod concurrency;
+mod envelope_fuzz;
 mod frozen_writer;
 mod group_commit;
 mod idempotency;

@@ -63,3 +63,24 @@ async fn the_test_url_reaches_the_same_schema() {
         .get(0);
     assert_eq!(schema, database.schema);
 }
+
+#[tokio::test]
+async fn pooled_sessions_ask_the_server_to_probe_a_vanished_client() {
+    let database = TestDb::new().await;
+    let client = database.pool.get().await.expect("a pooled connection");
+    let idle: String = client
+        .query_one("show tcp_keepalives_idle", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(idle, "30");
+    let search_path: String = client
+        .query_one("show search_path", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(
+        search_path, database.schema,
+        "the URL's own options are kept"
+    );
+}
