@@ -7,6 +7,7 @@
 //! (`extract`). It never writes to the store itself. Start with [`router`]; the public contract is
 //! `openapi.json` beside this crate, served at `/openapi.json`.
 
+mod analytics_routes;
 mod command_bodies;
 mod command_routes;
 mod extract;
@@ -74,6 +75,8 @@ pub struct AppState {
     /// Set by [`AppState::with_request_timeout`]; otherwise [`serve`] reads
     /// [`REQUEST_TIMEOUT_VAR`].
     request_timeout: Option<std::time::Duration>,
+    /// `k` of the historical win rates: the rules file's `[forecast] prior_weight`.
+    prior_weight: u32,
 }
 
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
@@ -106,6 +109,21 @@ impl AppState {
             read_your_writes_wait: read_routes::READ_YOUR_WRITES_WAIT,
             metrics: None,
             request_timeout: None,
+            prior_weight: projector::analytics::DEFAULT_PRIOR_WEIGHT,
+        }
+    }
+
+    /// The prior weight of historical win rates, instead of the default 5.
+    pub fn with_prior_weight(mut self, prior_weight: u32) -> Self {
+        self.prior_weight = prior_weight;
+        self
+    }
+
+    /// How win rates are computed when a query does not say otherwise.
+    fn calibration(&self) -> projector::analytics::Calibration {
+        projector::analytics::Calibration {
+            prior_weight: self.prior_weight,
+            ..Default::default()
         }
     }
 
@@ -177,6 +195,8 @@ route_table! {
     get "/v1/forecast/trend" => time_travel::trend,
     get "/v1/follow-ups" => read_routes::follow_ups,
     get "/v1/events" => query_routes::feed,
+    get "/v1/analytics/win-rates" => analytics_routes::win_rates,
+    get "/v1/analytics/forecast-accuracy" => analytics_routes::forecast_accuracy,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -17,12 +17,14 @@ use axum::extract::{Path, State};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::opportunity::{FollowUpStatus, OpportunityStatus};
 use domain::values::{ForecastCategory, OpportunityId, PipelineSlug, StageName};
+use projector::analytics::ProbabilityModel;
 use projector::rules::{DealView, Granularity, ReadModel};
 use projector::{Projection, ProjectorError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::analytics_routes;
 use crate::extract::{Query, path_uuid};
 use crate::problem::ApiError;
 use crate::time_travel::{self, AsOfFields, DealAsOfFields};
@@ -98,6 +100,7 @@ pub struct PositionQuery {
     as_of: Option<String>,
     as_of_position: Option<String>,
     valid_at: Option<String>,
+    probability: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -194,6 +197,7 @@ pub async fn opportunity(
     Query(query): Query<PositionQuery>,
 ) -> Result<Json<OpportunityView>, ApiError> {
     let id = OpportunityId(path_uuid("opportunity", &id)?);
+    let model = analytics_routes::probability_model(&query.probability)?;
     let horizon = time_travel::horizon(
         &app,
         query.as_of.as_deref(),
@@ -210,6 +214,15 @@ pub async fn opportunity(
                 covered.position
             ))
         })?;
+        let deal = match model {
+            ProbabilityModel::Stage => deal,
+            ProbabilityModel::Historical => {
+                analytics_routes::historical(&app, Some((horizon, covered)))
+                    .await?
+                    .rates
+                    .reweigh(&deal)
+            }
+        };
         let mut view = OpportunityView::of(
             &deal,
             covered.instant().unwrap_or_else(|| app.handler.now()),
@@ -230,6 +243,13 @@ pub async fn opportunity(
                 .ok_or_else(|| ApiError::NotFound(format!("opportunity {id} not found")))?
         }
     };
+    let deal = match model {
+        ProbabilityModel::Stage => deal,
+        ProbabilityModel::Historical => analytics_routes::historical(&app, None)
+            .await?
+            .rates
+            .reweigh(&deal),
+    };
     Ok(Json(OpportunityView::of(&deal, app.handler.now())))
 }
 
@@ -245,6 +265,7 @@ pub struct ListQuery {
     as_of: Option<String>,
     as_of_position: Option<String>,
     valid_at: Option<String>,
+    probability: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -280,6 +301,7 @@ pub async fn opportunities(
     State(app): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<OpportunityList>, ApiError> {
+    let model = analytics_routes::probability_model(&query.probability)?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::Unprocessable {
@@ -329,6 +351,10 @@ pub async fn opportunities(
             None,
         ),
     };
+    if model == ProbabilityModel::Historical {
+        let rates = analytics_routes::historical(&app, covered).await?.rates;
+        deals = deals.iter().map(|deal| rates.reweigh(deal)).collect();
+    }
     let more = deals.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     deals.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = more
@@ -379,6 +405,7 @@ pub async fn board(
 ) -> Result<Json<Board>, ApiError> {
     let slug = PipelineSlug::parse(&slug)
         .map_err(|_| ApiError::NotFound(format!("pipeline {slug:?} not found")))?;
+    let model = analytics_routes::probability_model(&query.probability)?;
     let horizon = time_travel::horizon(
         &app,
         query.as_of.as_deref(),
@@ -403,6 +430,13 @@ pub async fn board(
                 .ok_or_else(|| ApiError::NotFound(format!("pipeline {slug} not found")))?;
             let cells = projector::read::board(app.handler.store().pool(), slug.as_str()).await?;
             (Some(definition), cells, None)
+        }
+    };
+    let cells = match model {
+        ProbabilityModel::Stage => cells,
+        ProbabilityModel::Historical => {
+            let weighed = analytics_routes::historical(&app, covered).await?.model;
+            projector::asof::board_cells(weighed.board(), slug.as_str())?
         }
     };
     let mut columns: Vec<BoardColumn> = definition
@@ -449,6 +483,7 @@ pub struct ForecastQuery {
     as_of: Option<String>,
     as_of_position: Option<String>,
     valid_at: Option<String>,
+    probability: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -487,6 +522,7 @@ pub async fn forecast(
             detail: format!("period: {period:?} is not one of month, quarter"),
         })?,
     };
+    let model = analytics_routes::probability_model(&query.probability)?;
     let horizon = time_travel::horizon(
         &app,
         query.as_of.as_deref(),
@@ -511,6 +547,13 @@ pub async fn forecast(
             projector::read::forecast(app.handler.store().pool(), granularity, &filter).await?,
             None,
         ),
+    };
+    let rows = match model {
+        ProbabilityModel::Stage => rows,
+        ProbabilityModel::Historical => {
+            let weighed = analytics_routes::historical(&app, covered).await?.model;
+            projector::asof::forecast_answer(&weighed.forecast(), granularity, &filter)?
+        }
     };
     Ok(Json(Forecast {
         as_of: covered.map(|(horizon, covered)| AsOfFields::new(horizon, covered)),

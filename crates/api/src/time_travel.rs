@@ -10,8 +10,9 @@ use domain::codec;
 use domain::decider::Decider;
 use domain::pipeline::{Pipeline, PipelineDefinition, PipelineEvent};
 use domain::values::PipelineSlug;
+use projector::analytics::{Axis, ProbabilityModel, Timeline};
 use projector::asof::{Covered, Horizon, Known};
-use projector::rules::{ForecastKey, Month};
+use projector::rules::{ForecastFigures, ForecastKey, Month};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -77,7 +78,7 @@ impl DealAsOfFields {
     }
 }
 
-fn parse_instant(parameter: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+pub(crate) fn parse_instant(parameter: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(text)
         .map(|instant| instant.with_timezone(&Utc))
         .map_err(|error| {
@@ -88,7 +89,11 @@ fn parse_instant(parameter: &str, text: &str) -> Result<DateTime<Utc>, ApiError>
         })
 }
 
-fn refuse_future(app: &AppState, parameter: &str, instant: DateTime<Utc>) -> Result<(), ApiError> {
+pub(crate) fn refuse_future(
+    app: &AppState,
+    parameter: &str,
+    instant: DateTime<Utc>,
+) -> Result<(), ApiError> {
     let now = app.handler.now();
     if instant > now {
         return Err(ApiError::Unprocessable {
@@ -237,14 +242,17 @@ pub struct Trend {
     points: Vec<TrendPoint>,
 }
 
-fn required<'a>(value: &'a Option<String>, parameter: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn required<'a>(
+    value: &'a Option<String>,
+    parameter: &str,
+) -> Result<&'a str, ApiError> {
     value
         .as_deref()
         .filter(|value| !value.is_empty())
         .ok_or_else(|| ApiError::BadRequest(format!("{parameter}: required")))
 }
 
-fn invalid(detail: String) -> ApiError {
+pub(crate) fn invalid(detail: String) -> ApiError {
     ApiError::Unprocessable {
         rule: "invalid-value",
         detail,
@@ -252,7 +260,7 @@ fn invalid(detail: String) -> ApiError {
 }
 
 /// `2026-12` (a month) or `2026-Q4` (a quarter): the months it covers.
-fn parse_period(text: &str) -> Result<(Month, Month), ApiError> {
+pub(crate) fn parse_period(text: &str) -> Result<(Month, Month), ApiError> {
     let refused = || {
         invalid(format!(
             "period: {text:?} is not a month such as 2026-12 or a quarter such as 2026-Q4"
@@ -293,6 +301,32 @@ fn parse_date(parameter: &str, text: &str) -> Result<NaiveDate, ApiError> {
     })
 }
 
+/// The trend's points with the historical model: one forward fold over the log on the trend's
+/// axis, each point weighed with the stage rates as of its own instant.
+async fn historical_trend(
+    app: &AppState,
+    instants: &[DateTime<Utc>],
+    time: &str,
+    select: impl Fn(&ForecastKey) -> bool,
+) -> Result<Vec<(ForecastFigures, i64)>, ApiError> {
+    let axis = Axis::parse(time).unwrap_or(Axis::Recorded);
+    let timeline = Timeline::load(app.handler.store(), Known::Everything, axis).await?;
+    let calibration = app.calibration();
+    let mut points = Vec::with_capacity(instants.len());
+    timeline.fold_at(instants, |at, history| {
+        let weighed = timeline.weighed(history, ProbabilityModel::Historical, at, calibration);
+        let total = weighed
+            .forecast()
+            .iter()
+            .filter(|(key, _)| select(key))
+            .fold(ForecastFigures::default(), |total, (_, figures)| {
+                total + *figures
+            });
+        points.push((total, weighed.position));
+    });
+    Ok(points)
+}
+
 /// `GET /v1/forecast/trend`: one period's forecast as of (`time=recorded`) or valid at
 /// (`time=occurred`) 00:00:00Z of each day or week from `from` to `to`. Points after now are left
 /// out: nothing was known of them yet.
@@ -320,23 +354,7 @@ pub async fn trend(
                 )));
             }
         };
-    match query
-        .probability
-        .as_deref()
-        .filter(|value| !value.is_empty())
-    {
-        None | Some("stage") => {}
-        Some("historical") => {
-            return Err(invalid(
-                "probability: historical is not available in this build; use stage".to_owned(),
-            ));
-        }
-        Some(other) => {
-            return Err(invalid(format!(
-                "probability: {other:?} is not one of stage, historical"
-            )));
-        }
-    }
+    let model = crate::analytics_routes::probability_model(&query.probability)?;
     if to < from {
         return Err(invalid(format!("to: {to} is before from: {from}")));
     }
@@ -365,7 +383,16 @@ pub async fn trend(
             && owner.is_none_or(|owner| key.owner == owner)
             && pipeline.is_none_or(|pipeline| key.pipeline == pipeline)
     };
-    let totals = projector::asof::forecast_trend(app.handler.store(), &horizons, select).await?;
+    let totals = match model {
+        ProbabilityModel::Stage => {
+            projector::asof::forecast_trend(app.handler.store(), &horizons, select)
+                .await?
+                .into_iter()
+                .map(|(figures, covered)| (figures, covered.position))
+                .collect()
+        }
+        ProbabilityModel::Historical => historical_trend(&app, &instants, time, select).await?,
+    };
     Ok(Json(Trend {
         period: period.to_owned(),
         currency: currency.to_owned(),
@@ -374,7 +401,7 @@ pub async fn trend(
         points: instants
             .into_iter()
             .zip(totals)
-            .map(|(at, (figures, covered))| TrendPoint {
+            .map(|(at, (figures, position))| TrendPoint {
                 at,
                 open_count: figures.open_count,
                 pipeline_amount: figures.pipeline_amount,
@@ -383,7 +410,7 @@ pub async fn trend(
                 commit: figures.commit,
                 closed_won: figures.closed_won,
                 closed_lost: figures.closed_lost,
-                position: covered.position,
+                position,
             })
             .collect(),
     }))

@@ -493,6 +493,36 @@ pub fn parse_instant(
         })
 }
 
+/// The longest duration [`parse_duration`] accepts, so that an instant plus or minus one can
+/// never overflow a timestamp.
+const MAX_DURATION_DAYS: i64 = 36_500;
+
+/// Parses `90s`, `15m`, `36h` or `3d`: a whole number and one unit.
+pub fn parse_duration(text: &str) -> Result<chrono::TimeDelta, String> {
+    let problem = || {
+        format!(
+            "{text:?} is not a duration; write a whole number and a unit, like 90s, 15m, 36h or 3d"
+        )
+    };
+    let unit_at = text
+        .find(|character: char| !character.is_ascii_digit())
+        .ok_or_else(problem)?;
+    let (number, unit) = text.split_at(unit_at);
+    let number: i64 = number.parse().map_err(|_| problem())?;
+    let seconds_per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(problem()),
+    };
+    let seconds = number
+        .checked_mul(seconds_per_unit)
+        .filter(|seconds| *seconds <= MAX_DURATION_DAYS * 86_400)
+        .ok_or_else(|| format!("{text:?} is longer than {MAX_DURATION_DAYS} days"))?;
+    Ok(chrono::TimeDelta::seconds(seconds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,8 +24,8 @@ use crate::Projection;
 use crate::error::ProjectorError;
 use crate::read::{BoardCell, DealFilter, FollowUpRow, ForecastFilter, ForecastRow};
 use crate::rules::{
-    self, DealView, Decoded, Deltas, ForecastFigures, ForecastKey, Granularity, ReadModel,
-    accumulate,
+    self, BoardFigures, BoardKey, DealView, Decoded, Deltas, ForecastFigures, ForecastKey,
+    Granularity, ReadModel, accumulate,
 };
 use crate::snapshot::{self, Mark};
 
@@ -319,6 +319,29 @@ async fn read_model(
     }
 }
 
+/// Every event `known` covers, from the first, in position order. Analytics fold the whole log
+/// (`crate::analytics`): the snapshots do not keep the closes a win rate counts.
+pub(crate) async fn known_events(
+    store: &EventStore,
+    known: Known,
+) -> Result<Vec<RecordedEvent>, ProjectorError> {
+    let horizon = Horizon {
+        known,
+        valid_at: None,
+    };
+    let mut events = Vec::new();
+    loop {
+        let after = events
+            .last()
+            .map_or(0, |event: &RecordedEvent| event.position);
+        let (page, more) = page(store, after, horizon).await?;
+        events.extend(page);
+        if !more {
+            return Ok(events);
+        }
+    }
+}
+
 /// Where `horizon` stands in the log, without folding anything.
 pub async fn covered(store: &EventStore, horizon: Horizon) -> Result<Covered, ProjectorError> {
     let client = store.pool().get().await?;
@@ -348,9 +371,15 @@ pub async fn board(
     let mut tally = Tally::start(&transaction, Projection::Pipeline, horizon).await?;
     tally.advance(&transaction, store, horizon).await?;
     transaction.commit().await?;
-    let cells = tally
-        .sums
-        .board
+    Ok((board_cells(tally.sums.board, pipeline)?, tally.covered))
+}
+
+/// The cells of one pipeline's board, from the board's sums.
+pub fn board_cells(
+    board: BTreeMap<BoardKey, BoardFigures>,
+    pipeline: &str,
+) -> Result<Vec<BoardCell>, ProjectorError> {
+    board
         .into_iter()
         .filter(|(key, _)| key.pipeline == pipeline)
         .map(|(key, figures)| {
@@ -364,11 +393,11 @@ pub async fn board(
                 weighted_amount: figures.weighted_amount,
             })
         })
-        .collect::<Result<_, ProjectorError>>()?;
-    Ok((cells, tally.covered))
+        .collect()
 }
 
-fn forecast_answer(
+/// The forecast rows of `cells` that `filter` keeps.
+pub fn forecast_answer(
     cells: &BTreeMap<ForecastKey, ForecastFigures>,
     granularity: Granularity,
     filter: &ForecastFilter,

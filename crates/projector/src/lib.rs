@@ -11,10 +11,13 @@
 //! - [`snapshot`] keeps periodic copies of the read models, written with the batches, and
 //!   [`asof`] answers the same queries as of any earlier instant or position: the nearest
 //!   snapshot, then the events after it folded through [`rules`].
+//! - [`analytics`] folds the whole log for historical win rates, the forecast weighted with them
+//!   and the accuracy of past forecasts.
 //!
 //! What it deliberately avoids: emitting events (projectors never write to the store), HTTP,
 //! and any rule that is not in [`rules`]. Read `rules` first, then `runner`.
 
+pub mod analytics;
 pub mod asof;
 mod error;
 mod persist;

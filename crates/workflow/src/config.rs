@@ -71,8 +71,14 @@ pub const DEFAULT_TIMER_RETENTION: TimeDelta = TimeDelta::days(30);
 /// is followed up as if it had been entered live, while last year's deals are left alone.
 pub const DEFAULT_HORIZON: TimeDelta = TimeDelta::days(7);
 
-/// The longest duration accepted, so that `recorded_at + after` can never overflow a timestamp.
-const MAX_DURATION_DAYS: i64 = 36_500;
+/// The prior weight when the file does not say (`[forecast] prior_weight`).
+pub const DEFAULT_PRIOR_WEIGHT: u32 = 5;
+
+/// A prior worth more than a million closed deals would make the history meaningless.
+const MAX_PRIOR_WEIGHT: u32 = 1_000_000;
+
+/// Durations in the file are written as the API's look-backs are: `90s`, `15m`, `36h`, `3d`.
+pub use domain::values::parse_duration;
 
 /// The opportunity events a rule may react to (SPEC section 1's catalog). Lead events are not
 /// here: the only reaction to a lead is routing, which has its own section.
@@ -119,6 +125,9 @@ pub struct WorkflowConfig {
     /// than this trigger nothing: no rule, no timer plan, no lead routing. Live events are always
     /// handled, however late the workflow gets to them.
     pub horizon: TimeDelta,
+    /// `[forecast] prior_weight`: how many imaginary deals at a stage's default probability each
+    /// historical win rate starts from (`projector::analytics::Calibration::prior_weight`).
+    pub prior_weight: u32,
 }
 
 impl Default for WorkflowConfig {
@@ -137,6 +146,7 @@ impl Default for WorkflowConfig {
                 },
                 timer_retention: DEFAULT_TIMER_RETENTION,
                 horizon: DEFAULT_HORIZON,
+                prior_weight: DEFAULT_PRIOR_WEIGHT,
             }
         })
     }
@@ -312,6 +322,14 @@ struct RawFile {
     workflow: RawWorkflow,
     #[serde(default)]
     routing: RawRouting,
+    #[serde(default)]
+    forecast: RawForecast,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawForecast {
+    prior_weight: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -455,12 +473,25 @@ fn validate(raw: RawFile, at: &Locator<'_>) -> Result<WorkflowConfig, ConfigErro
         DEFAULT_TIMER_RETENTION,
     )?;
     let horizon = setting(&raw.workflow.horizon, "horizon", DEFAULT_HORIZON)?;
+    let prior_weight = match &raw.forecast.prior_weight {
+        None => DEFAULT_PRIOR_WEIGHT,
+        Some(weight) => u32::try_from(*weight.get_ref())
+            .ok()
+            .filter(|weight| *weight <= MAX_PRIOR_WEIGHT)
+            .ok_or_else(|| {
+                at.at(
+                    weight,
+                    format!("prior_weight: must be a whole number from 0 to {MAX_PRIOR_WEIGHT}"),
+                )
+            })?,
+    };
 
     Ok(WorkflowConfig {
         rules,
         reminders,
         timer_retention,
         horizon,
+        prior_weight,
         routing: Routing {
             default_owner,
             rules: routing_rules,
@@ -689,32 +720,6 @@ fn validate_routing_rule(
     Ok(RoutingRule { name, when, assign })
 }
 
-/// Parses `90s`, `15m`, `36h` or `3d`: a whole number and one unit.
-pub fn parse_duration(text: &str) -> Result<TimeDelta, String> {
-    let problem = || {
-        format!(
-            "{text:?} is not a duration; write a whole number and a unit, like 90s, 15m, 36h or 3d"
-        )
-    };
-    let unit_at = text
-        .find(|character: char| !character.is_ascii_digit())
-        .ok_or_else(problem)?;
-    let (number, unit) = text.split_at(unit_at);
-    let number: i64 = number.parse().map_err(|_| problem())?;
-    let seconds_per_unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => return Err(problem()),
-    };
-    let seconds = number
-        .checked_mul(seconds_per_unit)
-        .filter(|seconds| *seconds <= MAX_DURATION_DAYS * 86_400)
-        .ok_or_else(|| format!("{text:?} is longer than {MAX_DURATION_DAYS} days"))?;
-    Ok(TimeDelta::seconds(seconds))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -729,6 +734,15 @@ mod tests {
         assert_eq!(config.timer_retention, DEFAULT_TIMER_RETENTION);
         assert_eq!(config.horizon, DEFAULT_HORIZON);
         assert_eq!(config, WorkflowConfig::default());
+    }
+
+    #[test]
+    fn the_prior_weight_is_a_whole_number_of_the_forecast_section() {
+        assert_eq!(parse("", None).expect("no file").prior_weight, 5);
+        let config = parse("[forecast]\nprior_weight = 12\n", None).expect("a weight");
+        assert_eq!(config.prior_weight, 12);
+        let refused = parse("[forecast]\nprior_weight = -1\n", None).unwrap_err();
+        assert!(refused.problem.starts_with("prior_weight: "), "{refused}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Set `DATABASE_URL` to reach PostgreSQL (default: the local development database) and
 //! `TEST_LOG` to see the service's logs.
 
+mod analytics;
 mod concurrency;
 mod documented_inputs;
 mod errors;

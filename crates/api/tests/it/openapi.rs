@@ -916,6 +916,26 @@ async fn every_answer_matches_the_document() {
         .await;
     let trend = answers.check("get", "/v1/forecast/trend", &reply);
     assert_eq!(trend["time"], "occurred");
+    let reply = app
+        .get("/v1/analytics/win-rates?pipeline=default&lookback=30d")
+        .await;
+    let rates = answers.check("get", "/v1/analytics/win-rates", &reply);
+    assert!(!rates["stages"].as_array().unwrap().is_empty());
+    answers.check(
+        "get",
+        "/v1/analytics/win-rates",
+        &app.get("/v1/analytics/win-rates?pipeline=nowhere").await,
+    );
+    let reply = app
+        .get("/v1/analytics/forecast-accuracy?period=2026-Q1&currency=EUR&probability=historical")
+        .await;
+    answers.check("get", "/v1/analytics/forecast-accuracy", &reply);
+    let reply = app
+        .get(&format!(
+            "/v1/forecast?probability=historical&min_position={head}"
+        ))
+        .await;
+    answers.check("get", "/v1/forecast", &reply);
     for slug in ["default", "enterprise"] {
         let reply = app
             .get(&format!("/v1/pipelines/{slug}/board?min_position={head}"))

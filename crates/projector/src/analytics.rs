@@ -1,0 +1,578 @@
+//! Forecasting from history: historical win rates per pipeline and stage, the forecast with those
+//! rates in place of the stage defaults, and the accuracy of past forecasts against what was
+//! actually won.
+//!
+//! Everything here is computed from the store's log, folded through [`ReadModel::apply`] (the
+//! projector's one fold) with a little bookkeeping beside it: each pipeline's definitions and
+//! each deal's latest close. Nothing is read from the read-model tables or their snapshots, whose
+//! rows do not keep the closes a win rate needs, so an answer depends on nothing but the events
+//! up to its instant and is the same whenever it is asked, and after any rebuild.
+//!
+//! A [`Timeline`] holds the known events sorted on one time axis: by position for
+//! `time=recorded`, by `occurred_at` (then position) for `time=occurred`. Within one stream
+//! `occurred_at` never decreases, so the second order folds every deal and pipeline from its own
+//! events in stream order, as the position order does; it only interleaves streams differently.
+//! [`Timeline::fold_at`] then visits many instants in one forward pass, which is what a backtest
+//! over every past period needs. Read `win_rates` first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use domain::codec;
+use domain::decider::Decider;
+use domain::opportunity::OpportunityStatus;
+use domain::pipeline::{Pipeline, PipelineDefinition, PipelineEvent};
+use domain::values::{Outcome, Probability, StageName};
+use eventstore::{EventStore, RecordedEvent};
+use uuid::Uuid;
+
+use crate::asof::Known;
+use crate::error::ProjectorError;
+use crate::rules::{DealView, ForecastFigures, ForecastKey, Month, ReadModel};
+
+/// The prior weight `k` when the rules file does not set `[forecast] prior_weight`.
+pub const DEFAULT_PRIOR_WEIGHT: u32 = 5;
+
+/// The look-back when a query does not give one: a year.
+pub const DEFAULT_LOOKBACK: TimeDelta = TimeDelta::days(365);
+
+/// Which time an instant is read on: what the system knew then (`recorded_at`) or what had
+/// happened by then according to everything known now (`occurred_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    Recorded,
+    Occurred,
+}
+
+impl Axis {
+    pub fn parse(text: &str) -> Option<Axis> {
+        match text {
+            "recorded" => Some(Axis::Recorded),
+            "occurred" => Some(Axis::Occurred),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Axis::Recorded => "recorded",
+            Axis::Occurred => "occurred",
+        }
+    }
+
+    fn time(self, event: &RecordedEvent) -> DateTime<Utc> {
+        match self {
+            Axis::Recorded => event.recorded_at,
+            Axis::Occurred => event.occurred_at,
+        }
+    }
+}
+
+/// Which probability an open deal is weighted with when no override stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbabilityModel {
+    /// Its stage's default probability, as recorded when it entered the stage.
+    Stage,
+    /// Its stage's historical win rate as of the query's instant.
+    Historical,
+}
+
+impl ProbabilityModel {
+    pub fn parse(text: &str) -> Option<ProbabilityModel> {
+        match text {
+            "stage" => Some(ProbabilityModel::Stage),
+            "historical" => Some(ProbabilityModel::Historical),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbabilityModel::Stage => "stage",
+            ProbabilityModel::Historical => "historical",
+        }
+    }
+}
+
+/// How historical win rates are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Calibration {
+    /// Closes with `closed_at` in (T − lookback, T] count.
+    pub lookback: TimeDelta,
+    /// `k`: how many imaginary deals at the stage's default probability each rate starts from,
+    /// so a stage with few closes stays near its default.
+    pub prior_weight: u32,
+}
+
+impl Default for Calibration {
+    fn default() -> Calibration {
+        Calibration {
+            lookback: DEFAULT_LOOKBACK,
+            prior_weight: DEFAULT_PRIOR_WEIGHT,
+        }
+    }
+}
+
+/// A deal's latest close as of the fold: what a win rate counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Close {
+    pipeline: String,
+    outcome: Outcome,
+    closed_at: DateTime<Utc>,
+    /// Every stage the deal had been in when it closed, the one it closed from included.
+    stages: BTreeSet<StageName>,
+}
+
+/// The fold of the events up to an instant: every deal's row, every pipeline's definition, and
+/// each deal's latest close. A reopened deal keeps its latest close here: that close is still
+/// the latest `OpportunityClosed` of its history until it is closed again.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub model: ReadModel,
+    pipelines: BTreeMap<String, PipelineDefinition>,
+    closes: BTreeMap<Uuid, Close>,
+}
+
+impl History {
+    /// Folds one event. An undecodable pipeline event is skipped, as the read models skip a
+    /// malformed opportunity event.
+    pub fn apply(&mut self, event: &RecordedEvent) {
+        self.model.apply(event);
+        match event.category() {
+            "pipeline" => {
+                let slug = event.stream_id.split_once('-').map_or("", |(_, slug)| slug);
+                if let Ok(decoded) = codec::decode::<PipelineEvent>(
+                    &event.event_type,
+                    event.schema_version,
+                    event.data.clone(),
+                ) {
+                    let before = self.pipelines.remove(slug);
+                    if let Some(after) = Pipeline::evolve(before, &decoded) {
+                        self.pipelines.insert(slug.to_owned(), after);
+                    }
+                }
+            }
+            "opportunity" if event.event_type == "OpportunityClosed" => {
+                if let Some(close) = self.closing(event) {
+                    let (id, close) = close;
+                    self.closes.insert(id, close);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The close the deal's row records right after its `OpportunityClosed` was folded.
+    fn closing(&self, event: &RecordedEvent) -> Option<(Uuid, Close)> {
+        let (_, id) = event.stream_id.split_once('-')?;
+        let id = Uuid::parse_str(id).ok()?;
+        let deal = self.model.deals.get(&id)?;
+        let outcome = match deal.status {
+            OpportunityStatus::Won => Outcome::Won,
+            OpportunityStatus::Lost => Outcome::Lost,
+            OpportunityStatus::Open => return None,
+        };
+        Some((
+            id,
+            Close {
+                pipeline: deal.pipeline.to_string(),
+                outcome,
+                closed_at: deal.closed_at?,
+                stages: deal.finished_stage_ms.keys().cloned().collect(),
+            },
+        ))
+    }
+}
+
+/// One stage's historical win rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageRate {
+    pub stage: StageName,
+    pub default_probability: Probability,
+    pub won: u64,
+    pub lost: u64,
+    pub historical_probability: Probability,
+}
+
+/// `(won + k × d / 100) / (won + lost + k) × 100`, rounded to a whole percent with halves away
+/// from zero: computed in integers as `(100 × won + k × d) / (won + lost + k)`, so no float
+/// rounding can move a half. With no closes and no prior (`k = 0`) there is nothing to divide,
+/// and the default stands.
+pub fn historical_probability(
+    won: u64,
+    lost: u64,
+    prior_weight: u32,
+    default: Probability,
+) -> Probability {
+    let numerator =
+        100 * u128::from(won) + u128::from(prior_weight) * u128::from(default.percent());
+    let denominator = u128::from(won) + u128::from(lost) + u128::from(prior_weight);
+    if denominator == 0 {
+        return default;
+    }
+    let rounded = (2 * numerator + denominator) / (2 * denominator);
+    // won ≤ won + lost and d ≤ 100, so the quotient is at most 100.
+    Probability::parse(rounded as i128).unwrap_or(default)
+}
+
+/// The events known, sorted on one axis, with each pipeline's first definition.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    axis: Axis,
+    events: Vec<RecordedEvent>,
+    /// Each pipeline's first definition among the known events: the stage defaults of an instant
+    /// before the pipeline was defined on that axis. History imported into a fresh store is such
+    /// a case: the pipelines are defined when the store is set up, long after the deals occurred.
+    first_definitions: BTreeMap<String, PipelineDefinition>,
+}
+
+impl Timeline {
+    /// Sorts `events` (in position order) on `axis`.
+    pub fn new(mut events: Vec<RecordedEvent>, axis: Axis) -> Timeline {
+        if axis == Axis::Occurred {
+            events.sort_by_key(|event| (event.occurred_at, event.position));
+        }
+        let mut first_definitions = BTreeMap::new();
+        let mut pipelines = History::default();
+        for event in events.iter().filter(|event| event.category() == "pipeline") {
+            pipelines.apply(event);
+            for (slug, definition) in &pipelines.pipelines {
+                first_definitions
+                    .entry(slug.clone())
+                    .or_insert_with(|| definition.clone());
+            }
+        }
+        Timeline {
+            axis,
+            events,
+            first_definitions,
+        }
+    }
+
+    /// Reads the events `known` covers from the store.
+    pub async fn load(
+        store: &EventStore,
+        known: Known,
+        axis: Axis,
+    ) -> Result<Timeline, ProjectorError> {
+        let events = crate::asof::known_events(store, known).await?;
+        Ok(Timeline::new(events, axis))
+    }
+
+    pub fn axis(&self) -> Axis {
+        self.axis
+    }
+
+    /// The time of the earliest event on the axis.
+    pub fn first_time(&self) -> Option<DateTime<Utc>> {
+        self.events.first().map(|event| self.axis.time(event))
+    }
+
+    /// Whether the pipeline is defined anywhere in the known events.
+    pub fn knows_pipeline(&self, slug: &str) -> bool {
+        self.first_definitions.contains_key(slug)
+    }
+
+    /// Visits each of `instants` (ascending) with the fold of the events whose time on the axis
+    /// is at or before it: one forward pass, whatever the number of instants.
+    pub fn fold_at(
+        &self,
+        instants: &[DateTime<Utc>],
+        mut visit: impl FnMut(DateTime<Utc>, &History),
+    ) {
+        let mut history = History::default();
+        let mut next = 0;
+        for instant in instants {
+            while let Some(event) = self.events.get(next)
+                && self.axis.time(event) <= *instant
+            {
+                history.apply(event);
+                next += 1;
+            }
+            visit(*instant, &history);
+        }
+    }
+
+    /// The fold at one instant.
+    pub fn at(&self, instant: DateTime<Utc>) -> History {
+        let mut folded = History::default();
+        self.fold_at(&[instant], |_, history| folded = history.clone());
+        folded
+    }
+
+    /// The pipeline's definition at the fold's instant, or its first one if it was not defined
+    /// yet then.
+    pub fn definition<'a>(
+        &'a self,
+        history: &'a History,
+        slug: &str,
+    ) -> Option<&'a PipelineDefinition> {
+        history
+            .pipelines
+            .get(slug)
+            .or_else(|| self.first_definitions.get(slug))
+    }
+
+    /// The win rate of each stage of `pipeline` as of `at`, in the pipeline's stage order;
+    /// `None` if the pipeline is not known at all.
+    pub fn win_rates(
+        &self,
+        history: &History,
+        pipeline: &str,
+        at: DateTime<Utc>,
+        calibration: Calibration,
+    ) -> Option<Vec<StageRate>> {
+        let definition = self.definition(history, pipeline)?;
+        let window = |closed_at: DateTime<Utc>| {
+            closed_at <= at
+                && at
+                    .checked_sub_signed(calibration.lookback)
+                    .is_none_or(|start| closed_at > start)
+        };
+        let closes: Vec<&Close> = history
+            .closes
+            .values()
+            .filter(|close| close.pipeline == pipeline && window(close.closed_at))
+            .collect();
+        Some(
+            definition
+                .stages
+                .iter()
+                .map(|stage| {
+                    let count = |outcome: Outcome| {
+                        closes
+                            .iter()
+                            .filter(|close| {
+                                close.outcome == outcome && close.stages.contains(&stage.name)
+                            })
+                            .count() as u64
+                    };
+                    let (won, lost) = (count(Outcome::Won), count(Outcome::Lost));
+                    StageRate {
+                        stage: stage.name.clone(),
+                        default_probability: stage.probability,
+                        won,
+                        lost,
+                        historical_probability: historical_probability(
+                            won,
+                            lost,
+                            calibration.prior_weight,
+                            stage.probability,
+                        ),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Every stage's historical probability as of `at`, for every pipeline known.
+    pub fn rates(&self, history: &History, at: DateTime<Utc>, calibration: Calibration) -> Rates {
+        let pipelines: BTreeSet<&String> = history
+            .pipelines
+            .keys()
+            .chain(self.first_definitions.keys())
+            .collect();
+        let mut rates = BTreeMap::new();
+        for pipeline in pipelines {
+            for rate in self
+                .win_rates(history, pipeline, at, calibration)
+                .unwrap_or_default()
+            {
+                rates.insert((pipeline.clone(), rate.stage), rate.historical_probability);
+            }
+        }
+        Rates(rates)
+    }
+
+    /// Every deal of the fold as `model` weighs it at `at` (see [`Rates::reweigh`]).
+    pub fn weighed(
+        &self,
+        history: &History,
+        model: ProbabilityModel,
+        at: DateTime<Utc>,
+        calibration: Calibration,
+    ) -> ReadModel {
+        match model {
+            ProbabilityModel::Stage => history.model.clone(),
+            ProbabilityModel::Historical => {
+                self.rates(history, at, calibration).apply(&history.model)
+            }
+        }
+    }
+}
+
+/// Historical probabilities per pipeline and stage, as of one instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rates(BTreeMap<(String, StageName), Probability>);
+
+impl Rates {
+    /// The deal with its stage's historical probability in place of the stage default, if it is
+    /// open. An override still wins, since [`DealView::probability`] prefers it. A deal in a
+    /// stage its pipeline no longer has keeps the probability it entered the stage with.
+    pub fn reweigh(&self, deal: &DealView) -> DealView {
+        let mut deal = deal.clone();
+        if deal.is_open()
+            && let Some(rate) = self.0.get(&(deal.pipeline.to_string(), deal.stage.clone()))
+        {
+            deal.stage_probability = *rate;
+        }
+        deal
+    }
+
+    /// Every deal of `model` reweighed.
+    pub fn apply(&self, model: &ReadModel) -> ReadModel {
+        ReadModel {
+            deals: model
+                .deals
+                .iter()
+                .map(|(id, deal)| (*id, self.reweigh(deal)))
+                .collect(),
+            position: model.position,
+        }
+    }
+}
+
+/// The months a forecast period covers, first and last included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Period {
+    pub first: Month,
+    pub last: Month,
+}
+
+impl Period {
+    /// The period's first instant: 00:00:00Z of its first day.
+    pub fn start(self) -> DateTime<Utc> {
+        self.first
+            .first_day()
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+    }
+
+    pub fn contains(self, month: Month) -> bool {
+        (self.first..=self.last).contains(&month)
+    }
+}
+
+/// The sum of the forecast cells of `period` in `currency`.
+pub fn period_total(
+    cells: &BTreeMap<ForecastKey, ForecastFigures>,
+    period: Period,
+    currency: &str,
+) -> ForecastFigures {
+    cells
+        .iter()
+        .filter(|(key, _)| period.contains(key.month) && key.currency == currency)
+        .fold(ForecastFigures::default(), |total, (_, figures)| {
+            total + *figures
+        })
+}
+
+/// One lead time of a forecast-accuracy answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccuracyRow {
+    pub lead_days: i64,
+    /// The instant the forecast was made: `lead_days` before the period's first day.
+    pub as_of: DateTime<Utc>,
+    pub weighted_amount: i128,
+    pub commit: i128,
+    pub best_case: i128,
+    pub actual_closed_won: i128,
+    /// `weighted_amount − actual_closed_won`.
+    pub error: i128,
+    /// `|error| / actual_closed_won × 100`; `None` when nothing was won.
+    pub abs_pct_error: Option<f64>,
+}
+
+/// What the forecast of each `(period, currency)` said `lead_days` before the period began,
+/// beside what was closed won in it as known at `now`: for each target, one row per lead time, in
+/// the order given. One forward pass over the timeline serves every target and lead time.
+pub fn accuracy(
+    timeline: &Timeline,
+    targets: &[(Period, String)],
+    lead_days: &[i64],
+    model: ProbabilityModel,
+    calibration: Calibration,
+    now: DateTime<Utc>,
+) -> Vec<Vec<AccuracyRow>> {
+    let instant = |period: Period, lead: i64| {
+        period
+            .start()
+            .checked_sub_signed(TimeDelta::days(lead))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    };
+    let mut instants: Vec<DateTime<Utc>> = targets
+        .iter()
+        .flat_map(|(period, _)| lead_days.iter().map(|lead| instant(*period, *lead)))
+        .filter(|at| *at <= now)
+        .chain([now])
+        .collect();
+    instants.sort();
+    instants.dedup();
+    let mut forecasts: BTreeMap<DateTime<Utc>, BTreeMap<ForecastKey, ForecastFigures>> =
+        BTreeMap::new();
+    // What was won is what is known now, whichever model forecast it.
+    let mut actual_cells = BTreeMap::new();
+    timeline.fold_at(&instants, |at, history| {
+        if at == now {
+            actual_cells = history.model.forecast();
+        }
+        let weighed = timeline.weighed(history, model, at, calibration);
+        forecasts.insert(at, weighed.forecast());
+    });
+    let actual_cells = &actual_cells;
+    targets
+        .iter()
+        .map(|(period, currency)| {
+            let actual = period_total(actual_cells, *period, currency).closed_won;
+            lead_days
+                .iter()
+                .map(|lead| {
+                    let as_of = instant(*period, *lead);
+                    let figures = forecasts
+                        .get(&as_of)
+                        .map(|cells| period_total(cells, *period, currency))
+                        .unwrap_or_default();
+                    let error = figures.weighted_amount - actual;
+                    AccuracyRow {
+                        lead_days: *lead,
+                        as_of,
+                        weighted_amount: figures.weighted_amount,
+                        commit: figures.commit,
+                        best_case: figures.best_case,
+                        actual_closed_won: actual,
+                        error,
+                        abs_pct_error: (actual != 0).then(|| {
+                            (error.abs() as f64 / actual as f64 * 100.0 * 100.0).round() / 100.0
+                        }),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::values::Probability;
+
+    use super::historical_probability;
+
+    fn percent(value: u8) -> Probability {
+        Probability::parse(value.into()).unwrap()
+    }
+
+    #[test]
+    fn the_rate_is_rounded_half_away_from_zero_in_integers() {
+        // (100 × 0 + 1 × 25) / (0 + 1 + 1) = 12.5 -> 13
+        assert_eq!(historical_probability(0, 1, 1, percent(25)), percent(13));
+        // (100 × 1 + 5 × 50) / (1 + 2 + 5) = 43.75 -> 44
+        assert_eq!(historical_probability(1, 2, 5, percent(50)), percent(44));
+        // No closes: the prior alone, the default.
+        assert_eq!(historical_probability(0, 0, 5, percent(75)), percent(75));
+        // No closes and no prior: nothing to divide, the default stands.
+        assert_eq!(historical_probability(0, 0, 0, percent(20)), percent(20));
+        // Without a prior the observed rate: 2 of 3 won = 66.7 -> 67.
+        assert_eq!(historical_probability(2, 1, 0, percent(10)), percent(67));
+        assert_eq!(historical_probability(7, 0, 0, percent(10)), percent(100));
+    }
+}
