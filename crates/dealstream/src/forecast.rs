@@ -121,22 +121,32 @@ pub fn table(granularity: Granularity, rows: &[ForecastRow], covered: &Covered) 
             row.closed_lost.to_string(),
         ]
     }));
-    let mut widths = [0usize; 11];
-    for line in &lines {
+    let mut text = heading;
+    text.push('\n');
+    text.push_str(&aligned(&lines, 4));
+    if rows.is_empty() {
+        text.push_str("(no deals)\n");
+    }
+    text
+}
+
+/// `lines` in aligned columns, two spaces apart: the first `names` columns to the left, the
+/// figures after them to the right.
+pub fn aligned<const N: usize>(lines: &[[String; N]], names: usize) -> String {
+    let mut widths = [0usize; N];
+    for line in lines {
         for (width, cell) in widths.iter_mut().zip(line) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let mut text = heading;
-    text.push('\n');
-    for line in &lines {
+    let mut text = String::new();
+    for line in lines {
         let cells: Vec<String> = line
             .iter()
             .zip(widths)
             .enumerate()
-            // Names to the left, figures to the right.
             .map(|(column, (cell, width))| {
-                if column < 4 {
+                if column < names {
                     format!("{cell:<width$}")
                 } else {
                     format!("{cell:>width$}")
@@ -145,9 +155,6 @@ pub fn table(granularity: Granularity, rows: &[ForecastRow], covered: &Covered) 
             .collect();
         text.push_str(cells.join("  ").trim_end());
         text.push('\n');
-    }
-    if rows.is_empty() {
-        text.push_str("(no deals)\n");
     }
     text
 }

@@ -3,6 +3,7 @@
 //! subcommand's logic lives in a library crate; this file only connects them and reports how
 //! they ended.
 
+mod backtest;
 mod demo;
 mod forecast;
 mod import;
@@ -57,6 +58,9 @@ enum Command {
     /// Prints the forecast table, now, as of an earlier instant or valid at one
     /// (docs/forecasting.md).
     Forecast(forecast::ForecastArgs),
+    /// Prints, for every past period, the forecast made before it with the stage defaults and
+    /// with historical win rates, beside what was won (docs/forecasting.md).
+    Backtest(backtest::BacktestArgs),
     /// Read model maintenance.
     Projections {
         #[command(subcommand)]
@@ -157,6 +161,14 @@ async fn main() -> anyhow::Result<()> {
             let node = open(&settings).await?;
             forecast::run(&node.store, &arguments, node.handler.now()).await
         }
+        Command::Backtest(arguments) => {
+            let node = open(&settings).await?;
+            let calibration = projector::analytics::Calibration {
+                prior_weight: prior_weight(&settings)?,
+                ..Default::default()
+            };
+            backtest::run(&node.store, &arguments, calibration, node.handler.now()).await
+        }
         Command::Projections {
             command: ProjectionsCommand::Rebuild { name },
         } => rebuild(&settings, &name, &shutdown).await,
@@ -216,6 +228,14 @@ fn default_owner(settings: &Settings) -> anyhow::Result<domain::values::Owner> {
             .routing
             .default_owner
             .clone(),
+    })
+}
+
+/// The rules file's `[forecast] prior_weight`, or its default without a file.
+fn prior_weight(settings: &Settings) -> anyhow::Result<u32> {
+    Ok(match &settings.config_path {
+        None => projector::analytics::DEFAULT_PRIOR_WEIGHT,
+        Some(_) => workflow::load_config(settings.config_path.as_deref())?.prior_weight,
     })
 }
 
@@ -320,7 +340,8 @@ async fn services(
                             })
                         }),
                     })
-                    .with_metrics(Arc::new(move || render.render()));
+                    .with_metrics(Arc::new(move || render.render()))
+                    .with_prior_weight(prior_weight(settings)?);
                 tasks.spawn(async move {
                     let served = api::serve(listener, state, stop).await;
                     ("api", served.context("http server failed"))
