@@ -559,8 +559,8 @@ impl CommandBody for PipelineBody {
     }
 }
 
-/// The commands an import line may name (SPEC 8), in the order `docs/import.md` lists them.
-pub const IMPORT_COMMANDS: [&str; 15] = [
+/// The commands an import line may name, in the order `docs/import.md` lists them.
+const IMPORT_COMMANDS: [&str; 15] = [
     "capture_lead",
     "qualify_lead",
     "disqualify_lead",
@@ -577,11 +577,6 @@ pub const IMPORT_COMMANDS: [&str; 15] = [
     "schedule_follow_up",
     "define_pipeline",
 ];
-
-/// Whether the command creates the entity its line's `id` names, and so answers 201 over HTTP.
-pub fn creates(command: &str) -> bool {
-    matches!(command, "capture_lead" | "create_opportunity")
-}
 
 /// Turns one import line's `command`, `id` and `body` into a command: the body is read as the
 /// HTTP body of that command, with the ids the HTTP path would carry taken from the line. Two

@@ -33,7 +33,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use command_bodies::{Command, Fresh, IMPORT_COMMANDS, creates, imported};
+pub use command_bodies::{Command, Fresh, imported};
 pub use extract::MAX_BODY_BYTES;
 pub use problem::ApiError;
 

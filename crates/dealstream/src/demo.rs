@@ -43,6 +43,10 @@ pub struct DemoArgs {
     /// Seed of the pseudo-random history; the same seed on the same day gives the same history.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Write the history's import lines to this file instead of loading them (the store is not
+    /// touched); `dealstream import FILE` loads them.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 const FIRST_NAMES: [&str; 12] = [
@@ -152,6 +156,24 @@ impl Random {
 
 pub async fn run(importer: &Importer<'_>, arguments: &DemoArgs) -> anyhow::Result<()> {
     let handler = importer.handler;
+    let end = handler
+        .now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .context("midnight exists")?
+        .and_utc();
+    let lines = history(arguments, end)?;
+    let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    if let Some(path) = &arguments.out {
+        std::fs::write(path, &text)
+            .with_context(|| format!("could not write {}", path.display()))?;
+        println!(
+            "demo: wrote {} import lines to {}",
+            lines.len(),
+            path.display()
+        );
+        return Ok(());
+    }
     // Sample deals mixed into real ones could never be told apart again (the store is
     // append-only), so the demo only ever writes into a store with no leads and no deals.
     for category in [LeadId::CATEGORY, OpportunityId::CATEGORY] {
@@ -169,14 +191,6 @@ pub async fn run(importer: &Importer<'_>, arguments: &DemoArgs) -> anyhow::Resul
         }
     }
     let started = std::time::Instant::now();
-    let end = handler
-        .now()
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .context("midnight exists")?
-        .and_utc();
-    let lines = history(arguments, end)?;
-    let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
     let report = import(importer, text.as_bytes(), false, |_| {}, |_, _| {}).await?;
     if let Some((number, refusal)) = report.refused.first() {
         bail!(
@@ -518,6 +532,7 @@ mod tests {
             leads,
             months,
             seed,
+            out: None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! `dealstream import FILE`: history exported from another system, loaded with its original dates
-//! through the same deciders as the API (SPEC 8, format in docs/import.md).
+//! through the same deciders as the API (the format is in docs/import.md).
 //!
 //! Each line is one command, `{"occurred_at", "actor", "command", "id", "body"}`. The body is read
 //! by the API's own conversion (`api::imported`), so a line is accepted exactly when the same
@@ -12,7 +12,7 @@
 //! store, so nothing of a refused line is written. Failures of the store itself are no refusal:
 //! they are retried for a while, then stop the import.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +47,10 @@ pub const ACTOR_PREFIX: &str = "import:";
 
 /// How many lines may be in the store's hands at once.
 const IN_FLIGHT: usize = 64;
+
+/// How many lines are read ahead, so that lines of other deals can go past one that waits for an
+/// earlier line of its own deal. Bounds the memory an import takes, whatever the file's size.
+const READ_AHEAD: usize = 512;
 
 /// How long a line waits for an unavailable store before the import gives up.
 const UNAVAILABLE_PATIENCE: Duration = Duration::from_secs(30);
@@ -195,8 +199,11 @@ impl Running {
     }
 }
 
+/// A line read into its command and context, or the reason it cannot be one.
+type Parsed = Result<(api::Command, CommandContext), String>;
+
 /// Reads a line into its command and context, or says why it cannot be one.
-fn parse(text: &str) -> Result<(api::Command, CommandContext), String> {
+fn parse(text: &str) -> Parsed {
     let json: Value =
         serde_json::from_str(text).map_err(|error| format!("malformed JSON: {error}"))?;
     // serde_json keeps object members sorted, so the same line with other spacing or member order
@@ -268,97 +275,138 @@ pub struct Report {
 /// known. `on_progress` gets the bytes read so far.
 ///
 /// Up to [`IN_FLIGHT`] lines run at once, which lets the store commit many lines in one
-/// transaction, as it does for concurrent requests; lines that touch the same lead or deal still
-/// run in file order ([`Scope`]). With `strict`, lines run one at a time and the import stops at
-/// the first refusal, so nothing after it is written.
+/// transaction, as it does for concurrent requests. Lines that touch the same lead or deal still
+/// run in file order ([`Scope`]): a line that must wait for an earlier one waits aside, among the
+/// next [`READ_AHEAD`] lines, while later lines of other deals go ahead. With `strict`, lines run
+/// one at a time and the import stops at the first refusal, so nothing after it is written.
 pub async fn import(
     importer: &Importer<'_>,
-    mut reader: impl BufRead,
+    reader: impl BufRead,
     strict: bool,
     mut on_progress: impl FnMut(u64),
     mut report_refusal: impl FnMut(usize, &str),
 ) -> anyhow::Result<Report> {
+    let (in_flight, read_ahead) = if strict {
+        (1, 1)
+    } else {
+        (IN_FLIGHT, READ_AHEAD)
+    };
     let head_before = importer.handler.store().head_position().await?;
     let mut report = Report::default();
+    let mut lines = Lines {
+        reader,
+        bytes: Vec::new(),
+        bytes_read: 0,
+        number: 0,
+    };
+    let mut exhausted = false;
+    let mut waiting: VecDeque<Pending> = VecDeque::new();
     let mut running = Running::default();
     let mut sent = FuturesUnordered::new();
-    let mut bytes = Vec::new();
-    let mut bytes_read = 0;
-    let mut number = 0;
     let mut refuse = |report: &mut Report, number: usize, refusal: String| {
         report_refusal(number, &refusal);
         report.refused.push((number, refusal));
     };
     loop {
-        if strict && !report.refused.is_empty() {
-            break;
-        }
-        bytes.clear();
-        let read = reader
-            .read_until(b'\n', &mut bytes)
-            .context("could not read the import file")?;
-        if read == 0 {
-            break;
-        }
-        number += 1;
-        bytes_read += read as u64;
-        let parsed = match std::str::from_utf8(&bytes) {
-            Ok(text) if text.trim().is_empty() => continue,
-            // Without its line break, so that a truncated line reads as what it is, cut short.
-            Ok(text) => parse(text.trim_end_matches(['\n', '\r'])),
-            Err(error) => Err(format!("not UTF-8: {error}")),
-        };
-        report.lines += 1;
-        on_progress(bytes_read);
-        let (command, context) = match parsed {
-            Ok(parsed) => parsed,
-            Err(refusal) => {
-                refuse(&mut report, number, refusal);
-                continue;
-            }
-        };
-        let scope = Scope::of(&command);
-        while sent.len() >= IN_FLIGHT || !running.admits(&scope) {
-            let Some((done, scope, outcome)) = sent.next().await else {
+        let stops = |report: &Report| strict && !report.refused.is_empty();
+        while !exhausted && !stops(&report) && waiting.len() < read_ahead {
+            let Some((number, parsed)) = lines.next()? else {
+                exhausted = true;
                 break;
             };
-            running.finish(&scope);
-            if let Err(refusal) = outcome? {
-                refuse(&mut report, done, refusal);
+            report.lines += 1;
+            on_progress(lines.bytes_read);
+            match parsed {
+                Ok((command, context)) => waiting.push_back(Pending {
+                    number,
+                    scope: Scope::of(&command),
+                    command,
+                    context,
+                }),
+                Err(refusal) => refuse(&mut report, number, refusal),
             }
         }
-        running.start(&scope);
-        sent.push(async move {
-            let outcome = importer.send(command, &context).await;
-            (number, scope, outcome)
-        });
-        if strict {
-            settle(&mut sent, &mut running, &mut report, &mut refuse).await?;
+        let stopped = stops(&report);
+        if stopped {
+            waiting.clear();
+        }
+        // Start every waiting line that may run: nothing running shares its scope, and no
+        // earlier waiting line does (those go first).
+        let mut earlier = Running::default();
+        let mut index = 0;
+        while index < waiting.len() && sent.len() < in_flight {
+            let scope = &waiting[index].scope;
+            if !(running.admits(scope) && earlier.admits(scope)) {
+                earlier.start(scope);
+                index += 1;
+                continue;
+            }
+            let Some(pending) = waiting.remove(index) else {
+                break;
+            };
+            running.start(&pending.scope);
+            sent.push(async move {
+                let outcome = importer.send(pending.command, &pending.context).await;
+                (pending.number, pending.scope, outcome)
+            });
+        }
+        match sent.next().await {
+            Some((number, scope, outcome)) => {
+                running.finish(&scope);
+                if let Err(refusal) = outcome? {
+                    refuse(&mut report, number, refusal);
+                }
+            }
+            // Nothing running means nothing waits either: the first waiting line always starts.
+            None if exhausted || stopped => break,
+            None => {}
         }
     }
-    settle(&mut sent, &mut running, &mut report, &mut refuse).await?;
     report.refused.sort_by_key(|(number, _)| *number);
     report.events_appended = importer.handler.store().head_position().await? - head_before;
     Ok(report)
 }
 
-/// Waits for every line sent so far and records their refusals.
-async fn settle<F>(
-    sent: &mut FuturesUnordered<F>,
-    running: &mut Running,
-    report: &mut Report,
-    refuse: &mut impl FnMut(&mut Report, usize, String),
-) -> anyhow::Result<()>
-where
-    F: std::future::Future<Output = (usize, Scope, anyhow::Result<Result<(), String>>)>,
-{
-    while let Some((done, scope, outcome)) = sent.next().await {
-        running.finish(&scope);
-        if let Err(refusal) = outcome? {
-            refuse(report, done, refusal);
+/// A parsed line waiting for its turn.
+struct Pending {
+    number: usize,
+    scope: Scope,
+    command: api::Command,
+    context: CommandContext,
+}
+
+/// The lines of the file, numbered from 1, each parsed or refused.
+struct Lines<R> {
+    reader: R,
+    bytes: Vec<u8>,
+    bytes_read: u64,
+    number: usize,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The next line that is not blank, with its number, or `None` at the end of the file.
+    fn next(&mut self) -> anyhow::Result<Option<(usize, Parsed)>> {
+        loop {
+            self.bytes.clear();
+            let read = self
+                .reader
+                .read_until(b'\n', &mut self.bytes)
+                .context("could not read the import file")?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.number += 1;
+            self.bytes_read += read as u64;
+            let parsed = match std::str::from_utf8(&self.bytes) {
+                Ok(text) if text.trim().is_empty() => continue,
+                // Without its line break, so that a truncated line reads as what it is, cut
+                // short.
+                Ok(text) => parse(text.trim_end_matches(['\n', '\r'])),
+                Err(error) => Err(format!("not UTF-8: {error}")),
+            };
+            return Ok(Some((self.number, parsed)));
         }
     }
-    Ok(())
 }
 
 /// `dealstream import FILE`: a progress bar on a terminal, refusals on standard error, a summary
