@@ -36,4 +36,11 @@ for argument in "$@"; do
     fi
 done
 
+# The system tests under tests/ (the chaos suite) run the services as processes of the debug
+# `dealstream` binary. `cargo test` builds binaries only for their own package's integration
+# tests, so on a fresh target directory the binary would be missing: build it first.
+if [[ ${#scope[@]} -gt 0 ]]; then
+    cargo build -p dealstream
+fi
+
 exec cargo test "${scope[@]}" --all-targets "$@"
