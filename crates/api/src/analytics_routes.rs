@@ -1,5 +1,6 @@
 //! Forecasting from history over HTTP: `GET /v1/analytics/win-rates`,
-//! `GET /v1/analytics/forecast-accuracy`, and the `probability=historical` parameter of the
+//! `GET /v1/analytics/forecast-accuracy`, `GET /v1/analytics/slippage`, `GET /v1/work-queue`,
+//! and the `probability=historical` parameter of the
 //! board, forecast, trend and opportunity queries.
 //!
 //! The figures come from `projector::analytics`, which folds the store's log with the
@@ -7,7 +8,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use domain::values::{PipelineSlug, parse_duration};
 use projector::analytics::{
     self, Axis, Calibration, Period, ProbabilityModel, Rates, StageRate, Timeline,
@@ -15,6 +16,7 @@ use projector::analytics::{
 use projector::asof::{Covered, Horizon, Known};
 use projector::rules::ReadModel;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract::Query;
@@ -302,4 +304,118 @@ pub async fn forecast_accuracy(
             })
             .collect(),
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlippageQuery {
+    period: Option<String>,
+    as_of: Option<String>,
+    time: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SlippedDeal {
+    opportunity_id: Uuid,
+    name: String,
+    owner: String,
+    amount: i64,
+    currency: String,
+    expected_close_date_at_start: NaiveDate,
+    expected_close_date: NaiveDate,
+}
+
+#[derive(Serialize)]
+pub struct Slippage {
+    period: String,
+    as_of: DateTime<Utc>,
+    time: &'static str,
+    deals: Vec<SlippedDeal>,
+}
+
+/// `GET /v1/analytics/slippage?period=&as_of=&time=`: the deals expected in the period when it
+/// began whose expected close date lies outside it as of `as_of` (now when absent).
+pub async fn slippage(
+    State(app): State<AppState>,
+    Query(query): Query<SlippageQuery>,
+) -> Result<Json<Slippage>, ApiError> {
+    let period_text = required(&query.period, "period")?;
+    let (first, last) = parse_period(period_text)?;
+    let axis = axis(&query.time)?;
+    let at = match non_empty(&query.as_of) {
+        None => app.handler.now(),
+        Some(text) => {
+            let instant = parse_instant("as_of", text)?;
+            refuse_future(&app, "as_of", instant)?;
+            instant
+        }
+    };
+    let known = match axis {
+        Axis::Recorded => Known::Instant(at),
+        Axis::Occurred => Known::Everything,
+    };
+    let timeline = Timeline::load(app.handler.store(), known, axis).await?;
+    let deals = analytics::slippage(&timeline, Period { first, last }, at)
+        .into_iter()
+        .map(|slipped| SlippedDeal {
+            opportunity_id: slipped.deal.id,
+            name: slipped.deal.name.to_string(),
+            owner: slipped.deal.owner.to_string(),
+            amount: slipped.deal.amount.minor_units(),
+            currency: slipped.deal.currency.to_string(),
+            expected_close_date_at_start: slipped.expected_close_date_at_start,
+            expected_close_date: slipped.deal.expected_close_date,
+        })
+        .collect();
+    Ok(Json(Slippage {
+        period: period_text.to_owned(),
+        as_of: at,
+        time: axis.as_str(),
+        deals,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkQueueQuery {
+    owner: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct WorkItem {
+    opportunity_id: Uuid,
+    name: String,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    due_at: Option<DateTime<Utc>>,
+    currency: String,
+    weighted_amount: i64,
+}
+
+#[derive(Serialize)]
+pub struct WorkQueue {
+    items: Vec<WorkItem>,
+}
+
+/// `GET /v1/work-queue?owner=`: what needs doing now about the open deals, largest weighted
+/// amount at stake first.
+pub async fn work_queue(
+    State(app): State<AppState>,
+    Query(query): Query<WorkQueueQuery>,
+) -> Result<Json<WorkQueue>, ApiError> {
+    let now = app.handler.now();
+    let timeline = Timeline::load(app.handler.store(), Known::Everything, Axis::Recorded).await?;
+    let history = timeline.at(DateTime::<Utc>::MAX_UTC);
+    let items = analytics::work_queue(&history.model, non_empty(&query.owner), now)
+        .into_iter()
+        .map(|item| WorkItem {
+            opportunity_id: item.deal.id,
+            name: item.deal.name.to_string(),
+            reason: item.reason.as_str(),
+            due_at: item.due_at,
+            currency: item.deal.currency.to_string(),
+            weighted_amount: item.deal.weighted_amount(),
+        })
+        .collect();
+    Ok(Json(WorkQueue { items }))
 }

@@ -17,10 +17,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use domain::codec;
 use domain::decider::Decider;
-use domain::opportunity::OpportunityStatus;
+use domain::opportunity::{FollowUpStatus, OpportunityStatus};
 use domain::pipeline::{Pipeline, PipelineDefinition, PipelineEvent};
 use domain::values::{Outcome, Probability, StageName};
 use eventstore::{EventStore, RecordedEvent};
@@ -549,6 +549,126 @@ pub fn accuracy(
                 .collect()
         })
         .collect()
+}
+
+/// A deal whose expected close date lay in a period when the period began, and lies outside it
+/// now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slipped {
+    /// The deal as of the answer's instant.
+    pub deal: DealView,
+    pub expected_close_date_at_start: NaiveDate,
+}
+
+/// The open deals expected to close in `period` when it began that, by `at`, were expected to
+/// close outside it: moved later (or earlier) out of the period. Empty before the period began.
+pub fn slippage(timeline: &Timeline, period: Period, at: DateTime<Utc>) -> Vec<Slipped> {
+    let start = period.start();
+    if at <= start {
+        return Vec::new();
+    }
+    let mut at_start: BTreeMap<Uuid, NaiveDate> = BTreeMap::new();
+    let mut slipped = Vec::new();
+    timeline.fold_at(&[start, at], |instant, history| {
+        if instant == start {
+            at_start = history
+                .model
+                .deals
+                .values()
+                .filter(|deal| {
+                    deal.is_open() && period.contains(Month::of(deal.expected_close_date))
+                })
+                .map(|deal| (deal.id, deal.expected_close_date))
+                .collect();
+            return;
+        }
+        for (id, date) in &at_start {
+            if let Some(deal) = history.model.deals.get(id)
+                && !period.contains(Month::of(deal.expected_close_date))
+            {
+                slipped.push(Slipped {
+                    deal: deal.clone(),
+                    expected_close_date_at_start: *date,
+                });
+            }
+        }
+    });
+    slipped
+}
+
+/// Why a deal is in the work queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WorkReason {
+    FollowUpDue,
+    Stale,
+    CloseDatePassed,
+}
+
+impl WorkReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkReason::FollowUpDue => "follow-up-due",
+            WorkReason::Stale => "stale",
+            WorkReason::CloseDatePassed => "close-date-passed",
+        }
+    }
+}
+
+/// One thing to do about one open deal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkItem {
+    pub deal: DealView,
+    pub reason: WorkReason,
+    /// When the follow-up or reminder fell due; for a close date the workflow has not reminded
+    /// anyone of yet, none.
+    pub due_at: Option<DateTime<Utc>>,
+}
+
+/// What needs doing now about the open deals of `model` (of `owner`, when given): every follow-up
+/// fallen due (a fired reminder, or a planned follow-up whose time has come), every stale-deal
+/// reminder standing, and every expected close date before today, once per deal and reason.
+/// Largest weighted amount at stake first; then earliest due, then by deal.
+pub fn work_queue(model: &ReadModel, owner: Option<&str>, now: DateTime<Utc>) -> Vec<WorkItem> {
+    let mut items = Vec::new();
+    for deal in model
+        .deals
+        .values()
+        .filter(|deal| deal.is_open() && owner.is_none_or(|owner| deal.owner.as_str() == owner))
+    {
+        let mut reasons: BTreeMap<WorkReason, Option<DateTime<Utc>>> = BTreeMap::new();
+        for follow_up in deal.follow_ups.values() {
+            let fallen_due = follow_up.status == FollowUpStatus::Due
+                || (follow_up.status == FollowUpStatus::Open && follow_up.due_at <= now);
+            if !fallen_due {
+                continue;
+            }
+            let reason = match follow_up.kind.as_str() {
+                "stale-deal" => WorkReason::Stale,
+                "close-date-passed" => WorkReason::CloseDatePassed,
+                _ => WorkReason::FollowUpDue,
+            };
+            let due = reasons.entry(reason).or_insert(Some(follow_up.due_at));
+            *due = (*due).min(Some(follow_up.due_at));
+        }
+        if deal.expected_close_date < now.date_naive() {
+            reasons.entry(WorkReason::CloseDatePassed).or_insert(None);
+        }
+        items.extend(reasons.into_iter().map(|(reason, due_at)| WorkItem {
+            deal: deal.clone(),
+            reason,
+            due_at,
+        }));
+    }
+    items.sort_by(|left, right| {
+        right
+            .deal
+            .weighted_amount()
+            .cmp(&left.deal.weighted_amount())
+            .then(left.due_at.cmp(&right.due_at))
+            .then(left.deal.id.cmp(&right.deal.id))
+            .then(left.reason.cmp(&right.reason))
+    });
+    items
 }
 
 #[cfg(test)]

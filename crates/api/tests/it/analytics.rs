@@ -27,8 +27,8 @@ use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use commands::{CommandContext, OpportunityRequest};
 use domain::opportunity::{NewOpportunity, OpportunityCommand};
 use domain::values::{
-    Amount, Currency, OpportunityId, Outcome, PipelineSlug, Probability, StageName, Text,
-    parse_owner,
+    Amount, Currency, FollowUpId, FollowUpKind, OpportunityId, Outcome, PipelineSlug, Probability,
+    StageName, Text, parse_owner,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -120,8 +120,8 @@ impl Writer<'_> {
 
 const FULL: [&str; 4] = ["new", "contacted", "quoted", "negotiation"];
 
-/// Writes the history of the table above; answers D10 and D11.
-async fn write_history(app: &TestApp) -> (OpportunityId, OpportunityId) {
+/// Writes the history of the table above; answers D10, D11 and D12.
+async fn write_history(app: &TestApp) -> (OpportunityId, OpportunityId, OpportunityId) {
     let writer = Writer { app };
     writer.closed(&FULL, Outcome::Won, "2025-06-01").await;
     writer.closed(&FULL, Outcome::Won, "2025-07-01").await;
@@ -164,7 +164,7 @@ async fn write_history(app: &TestApp) -> (OpportunityId, OpportunityId) {
     // Written after everything else, so that D10 is open on 2026-01-01 only on the business
     // axis; the log order does not matter there.
     writer.close(d10, at("2026-02-01"), Outcome::Won).await;
-    (d10, d11)
+    (d10, d11, d12)
 }
 
 /// `stage: (won, lost, historical_probability)` of a win-rates answer.
@@ -238,7 +238,7 @@ async fn win_rates_count_the_closes_in_the_window_with_the_prior() {
 #[tokio::test]
 async fn answers_at_an_instant_stay_the_same_when_later_events_are_appended() {
     let app = TestApp::spawn().await;
-    let (_, d11) = write_history(&app).await;
+    let (_, d11, _) = write_history(&app).await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let known = app
         .handler
@@ -286,7 +286,7 @@ fn weighted(forecast: &Value) -> Vec<(String, i64)> {
 #[tokio::test]
 async fn the_historical_model_weighs_open_deals_with_their_stages_rates() {
     let app = TestApp::spawn().await;
-    let (_, d11) = write_history(&app).await;
+    let (_, d11, _) = write_history(&app).await;
     // Open on 2026-01-01: D10 in negotiation (20,000), D11 quoted (10,000, February), D12
     // contacted (5,000) with its override of 90 %, which wins in both models.
     // Stage defaults: January 20,000 × 75 % + 5,000 × 90 % = 19,500; February 10,000 × 50 %.
@@ -481,4 +481,93 @@ async fn bad_analytics_input_is_refused_naming_the_parameter() {
     app.get("/v1/forecast?probability=gut")
         .await
         .assert_problem(422, &["probability"]);
+}
+
+#[tokio::test]
+async fn slippage_lists_the_deals_moved_out_of_the_period() {
+    let app = TestApp::spawn().await;
+    let (_, d11, _) = write_history(&app).await;
+    // D11 was expected on 2026-02-15 when 2026-Q1 began; on 2026-02-10 it moves to April.
+    // D10 (won in February) and D12 (still expected 2026-01-31) stay in the quarter.
+    let writer = Writer { app: &app };
+    let change = OpportunityCommand::ChangeCloseDate {
+        expected_close_date: NaiveDate::from_ymd_opt(2026, 4, 15).unwrap(),
+    };
+    writer
+        .send(d11, at("2026-02-10"), OpportunityRequest::Other(change))
+        .await;
+    let slippage = |as_of: &str| {
+        format!("/v1/analytics/slippage?period=2026-Q1&time=occurred&as_of={as_of}T00:00:00Z")
+    };
+    let answer = app
+        .get(&slippage("2026-03-15"))
+        .await
+        .assert_status(200)
+        .json();
+    let deals = answer["deals"].as_array().unwrap();
+    assert_eq!(deals.len(), 1, "{answer}");
+    assert_eq!(deals[0]["opportunity_id"], d11.0.to_string());
+    assert_eq!(deals[0]["expected_close_date_at_start"], "2026-02-15");
+    assert_eq!(deals[0]["expected_close_date"], "2026-04-15");
+    assert_eq!(deals[0]["amount"], 10_000);
+    assert_eq!(deals[0]["owner"], "alice");
+    // Before the move, and before the quarter began: nothing had slipped.
+    for as_of in ["2026-02-01", "2025-12-01"] {
+        let answer = app.get(&slippage(as_of)).await.assert_status(200).json();
+        assert_eq!(answer["deals"], serde_json::json!([]), "{as_of}");
+    }
+    app.get("/v1/analytics/slippage?period=2026-13")
+        .await
+        .assert_problem(422, &["period"]);
+}
+
+#[tokio::test]
+async fn the_work_queue_puts_the_largest_amount_at_stake_first() {
+    let app = TestApp::spawn().await;
+    let (_, d11, d12) = write_history(&app).await;
+    // Open now: D11 (10,000 quoted: 5,000 at stake) and D12 (5,000 at its override of 90 %:
+    // 4,500), both expected to close in early 2026, which has passed. D12 also has a
+    // follow-up whose time has come; D11 one still to come, which is not listed.
+    let writer = Writer { app: &app };
+    let due = at("2026-03-01");
+    for (deal, due_at) in [(d12, due), (d11, app.handler.now() + Duration::days(3))] {
+        let schedule = OpportunityCommand::ScheduleFollowUp {
+            follow_up_id: FollowUpId(Uuid::now_v7()),
+            kind: FollowUpKind::parse("call-back").unwrap(),
+            due_at,
+            rule: Text::parse("rule", "call-back", Text::SHORT).unwrap(),
+        };
+        writer
+            .send(deal, at("2026-02-20"), OpportunityRequest::Other(schedule))
+            .await;
+    }
+    let queue = app.get("/v1/work-queue").await.assert_status(200).json();
+    let items: Vec<(String, &str, i64)> = queue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["opportunity_id"].as_str().unwrap().to_owned(),
+                item["reason"].as_str().unwrap(),
+                item["weighted_amount"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        items,
+        vec![
+            (d11.0.to_string(), "close-date-passed", 5_000),
+            (d12.0.to_string(), "close-date-passed", 4_500),
+            (d12.0.to_string(), "follow-up-due", 4_500),
+        ]
+    );
+    assert_eq!(queue["items"][2]["due_at"], "2026-03-01T00:00:00Z");
+    assert!(queue["items"][0].get("due_at").is_none());
+    let bob = app
+        .get("/v1/work-queue?owner=bob")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(bob["items"], serde_json::json!([]));
 }

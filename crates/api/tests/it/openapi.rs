@@ -930,6 +930,10 @@ async fn every_answer_matches_the_document() {
         .get("/v1/analytics/forecast-accuracy?period=2026-Q1&currency=EUR&probability=historical")
         .await;
     answers.check("get", "/v1/analytics/forecast-accuracy", &reply);
+    let reply = app.get("/v1/analytics/slippage?period=2026-Q1").await;
+    answers.check("get", "/v1/analytics/slippage", &reply);
+    let reply = app.get("/v1/work-queue").await;
+    answers.check("get", "/v1/work-queue", &reply);
     let reply = app
         .get(&format!(
             "/v1/forecast?probability=historical&min_position={head}"
