@@ -1,5 +1,6 @@
 //! Forecasting from history over HTTP: `GET /v1/analytics/win-rates`,
-//! `GET /v1/analytics/forecast-accuracy`, `GET /v1/analytics/slippage`, `GET /v1/work-queue`,
+//! `GET /v1/analytics/forecast-accuracy`, `GET /v1/analytics/slippage`, `GET /v1/analytics/funnel`,
+//! `GET /v1/work-queue`,
 //! and the `probability=historical` parameter of the
 //! board, forecast, trend and opportunity queries.
 //!
@@ -21,7 +22,9 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::extract::Query;
 use crate::problem::ApiError;
-use crate::time_travel::{invalid, parse_instant, parse_period, refuse_future, required};
+use crate::time_travel::{
+    invalid, parse_date, parse_instant, parse_period, refuse_future, required,
+};
 
 /// At most this many lead times in one accuracy query.
 const MAX_LEAD_TIMES: usize = 100;
@@ -418,4 +421,114 @@ pub async fn work_queue(
         })
         .collect();
     Ok(Json(WorkQueue { items }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelQuery {
+    pipeline: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    owner: Option<String>,
+    currency: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct FunnelStage {
+    stage: String,
+    entered: u64,
+    advanced: u64,
+    won: u64,
+    lost: u64,
+    open: u64,
+    conversion_to_won_pct: Option<f64>,
+    median_days_in_stage: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub struct FunnelLeads {
+    captured: u64,
+    qualified: u64,
+    disqualified: u64,
+    converted: u64,
+}
+
+#[derive(Serialize)]
+pub struct Velocity {
+    currency: String,
+    per_day: f64,
+}
+
+#[derive(Serialize)]
+pub struct Funnel {
+    pipeline: String,
+    from: NaiveDate,
+    to: NaiveDate,
+    stages: Vec<FunnelStage>,
+    leads: FunnelLeads,
+    win_rate_pct: Option<f64>,
+    median_cycle_days: Option<f64>,
+    velocity: Vec<Velocity>,
+}
+
+/// `GET /v1/analytics/funnel?pipeline=&from=&to=&owner=&currency=`: the funnel of the days from
+/// `from` to `to`, both included, by business time (`occurred_at`).
+pub async fn funnel(
+    State(app): State<AppState>,
+    Query(query): Query<FunnelQuery>,
+) -> Result<Json<Funnel>, ApiError> {
+    let pipeline = required(&query.pipeline, "pipeline")?;
+    let from = parse_date("from", required(&query.from, "from")?)?;
+    let to = parse_date("to", required(&query.to, "to")?)?;
+    if to < from {
+        return Err(invalid(format!("to: {to} is before from: {from}")));
+    }
+    let not_found = || ApiError::NotFound(format!("pipeline {pipeline:?} not found"));
+    let start = from.and_time(chrono::NaiveTime::MIN).and_utc();
+    let end = to
+        .succ_opt()
+        .ok_or_else(|| invalid(format!("to: {to} has no next day")))?
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    let filter = analytics::FunnelFilter {
+        pipeline: pipeline.to_owned(),
+        from: start,
+        to: end,
+        owner: non_empty(&query.owner).map(str::to_owned),
+        currency: non_empty(&query.currency).map(str::to_owned),
+    };
+    let timeline = Timeline::load(app.handler.store(), Known::Everything, Axis::Occurred).await?;
+    let funnel = analytics::funnel(&timeline, &filter).ok_or_else(not_found)?;
+    Ok(Json(Funnel {
+        pipeline: pipeline.to_owned(),
+        from,
+        to,
+        stages: funnel
+            .stages
+            .into_iter()
+            .map(|stage| FunnelStage {
+                stage: stage.stage.to_string(),
+                entered: stage.entered,
+                advanced: stage.advanced,
+                won: stage.won,
+                lost: stage.lost,
+                open: stage.open,
+                conversion_to_won_pct: stage.conversion_to_won_pct,
+                median_days_in_stage: stage.median_days_in_stage,
+            })
+            .collect(),
+        leads: FunnelLeads {
+            captured: funnel.leads.captured,
+            qualified: funnel.leads.qualified,
+            disqualified: funnel.leads.disqualified,
+            converted: funnel.leads.converted,
+        },
+        win_rate_pct: funnel.win_rate_pct,
+        median_cycle_days: funnel.median_cycle_days,
+        velocity: funnel
+            .velocity
+            .into_iter()
+            .map(|(currency, per_day)| Velocity { currency, per_day })
+            .collect(),
+    }))
 }

@@ -198,6 +198,7 @@ route_table! {
     get "/v1/analytics/win-rates" => analytics_routes::win_rates,
     get "/v1/analytics/forecast-accuracy" => analytics_routes::forecast_accuracy,
     get "/v1/analytics/slippage" => analytics_routes::slippage,
+    get "/v1/analytics/funnel" => analytics_routes::funnel,
     get "/v1/work-queue" => analytics_routes::work_queue,
 }
 

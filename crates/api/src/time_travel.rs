@@ -293,7 +293,7 @@ pub(crate) fn parse_period(text: &str) -> Result<(Month, Month), ApiError> {
     Ok((Month { year, month: first }, Month { year, month: last }))
 }
 
-fn parse_date(parameter: &str, text: &str) -> Result<NaiveDate, ApiError> {
+pub(crate) fn parse_date(parameter: &str, text: &str) -> Result<NaiveDate, ApiError> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
         invalid(format!(
             "{parameter}: {text:?} is not a date such as 2026-10-01"

@@ -671,6 +671,270 @@ pub fn work_queue(model: &ReadModel, owner: Option<&str>, now: DateTime<Utc>) ->
     items
 }
 
+/// Which deals and which business-time window a funnel covers: `from` included, `to` excluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunnelFilter {
+    pub pipeline: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub owner: Option<String>,
+    pub currency: Option<String>,
+}
+
+impl FunnelFilter {
+    fn covers(&self, deal: &DealView) -> bool {
+        deal.pipeline.as_str() == self.pipeline
+            && self
+                .owner
+                .as_deref()
+                .is_none_or(|owner| deal.owner.as_str() == owner)
+            && self
+                .currency
+                .as_deref()
+                .is_none_or(|currency| deal.currency.as_str() == currency)
+    }
+
+    fn within(&self, instant: DateTime<Utc>) -> bool {
+        self.from <= instant && instant < self.to
+    }
+}
+
+/// How a deal's latest stint in a stage, begun in the window, had ended by the window's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stint {
+    Open,
+    Advanced,
+    Won,
+    Lost,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageFunnel {
+    pub stage: StageName,
+    pub entered: u64,
+    pub advanced: u64,
+    pub won: u64,
+    pub lost: u64,
+    pub open: u64,
+    pub conversion_to_won_pct: Option<f64>,
+    pub median_days_in_stage: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeadFunnel {
+    pub captured: u64,
+    pub qualified: u64,
+    pub disqualified: u64,
+    pub converted: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Funnel {
+    pub stages: Vec<StageFunnel>,
+    pub leads: LeadFunnel,
+    pub win_rate_pct: Option<f64>,
+    pub median_cycle_days: Option<f64>,
+    /// Per currency: open deals × average won amount × win rate ÷ average cycle days.
+    pub velocity: Vec<(String, f64)>,
+}
+
+fn days(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds() as f64 / 86_400_000.0
+}
+
+/// One decimal, as the funnel's percentages and days are given.
+fn tenths(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        length if length % 2 == 1 => Some(tenths(values[middle])),
+        _ => Some(tenths((values[middle - 1] + values[middle]) / 2.0)),
+    }
+}
+
+fn percent(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| tenths(part as f64 * 100.0 / whole as f64))
+}
+
+/// The funnel of `filter`'s deals over its window, by business time, folded up to the window's
+/// end: for each stage, the deals that entered it in the window and how their latest stint there
+/// ended (moved on, won, lost, still open), the share of them won by then, and the median length
+/// of the stints that ended in the window; the leads captured, qualified, disqualified and
+/// converted in it (leads have no pipeline, owner or currency: every lead counts); the share
+/// won of the deals closed in it and their median cycle (creation to close); and the sales
+/// velocity per currency. `None` for a pipeline never defined.
+pub fn funnel(timeline: &Timeline, filter: &FunnelFilter) -> Option<Funnel> {
+    let mut history = History::default();
+    let mut stints: BTreeMap<(Uuid, StageName), Stint> = BTreeMap::new();
+    let mut stint_days: BTreeMap<StageName, Vec<f64>> = BTreeMap::new();
+    let mut leads = LeadFunnel::default();
+    // Per deal closed in the window: its latest close's outcome, amount, currency and cycle.
+    let mut closes: BTreeMap<Uuid, (Outcome, i64, String, f64)> = BTreeMap::new();
+    for event in &timeline.events {
+        let at = timeline.axis.time(event);
+        if at >= filter.to {
+            break;
+        }
+        let in_window = filter.within(at);
+        if in_window {
+            match event.event_type.as_str() {
+                "LeadCaptured" => leads.captured += 1,
+                "LeadQualified" => leads.qualified += 1,
+                "LeadDisqualified" => leads.disqualified += 1,
+                "LeadConverted" => leads.converted += 1,
+                _ => {}
+            }
+        }
+        let id = (event.category() == "opportunity")
+            .then(|| event.stream_id.split_once('-'))
+            .flatten()
+            .and_then(|(_, id)| Uuid::parse_str(id).ok());
+        let before = id.and_then(|id| history.model.deals.get(&id).cloned());
+        history.apply(event);
+        let Some(after) = id.and_then(|id| history.model.deals.get(&id)) else {
+            continue;
+        };
+        if !filter.covers(after) || !in_window {
+            continue;
+        }
+        let entered = match &before {
+            None => true,
+            Some(before) if !before.is_open() => after.is_open(),
+            Some(before) => {
+                let ended = if !after.is_open() {
+                    Some(if after.status == OpportunityStatus::Won {
+                        Stint::Won
+                    } else {
+                        Stint::Lost
+                    })
+                } else {
+                    (after.entered_stage_at != before.entered_stage_at
+                        || after.stage != before.stage)
+                        .then_some(Stint::Advanced)
+                };
+                if let Some(ended) = ended {
+                    if let Some(stint) = stints.get_mut(&(after.id, before.stage.clone())) {
+                        *stint = ended;
+                    }
+                    stint_days
+                        .entry(before.stage.clone())
+                        .or_default()
+                        .push(days(before.entered_stage_at, at));
+                }
+                ended == Some(Stint::Advanced)
+            }
+        };
+        if entered && after.is_open() {
+            stints.insert((after.id, after.stage.clone()), Stint::Open);
+        }
+        if let Some(closed_at) = after.closed_at
+            && event.event_type == "OpportunityClosed"
+            && filter.within(closed_at)
+        {
+            let outcome = if after.status == OpportunityStatus::Won {
+                Outcome::Won
+            } else {
+                Outcome::Lost
+            };
+            closes.insert(
+                after.id,
+                (
+                    outcome,
+                    after.amount.minor_units(),
+                    after.currency.to_string(),
+                    days(after.created_at, closed_at),
+                ),
+            );
+        }
+    }
+    let definition = timeline.definition(&history, &filter.pipeline)?;
+    let stages = definition
+        .stages
+        .iter()
+        .map(|stage| {
+            let of_stage: Vec<(&Uuid, &Stint)> = stints
+                .iter()
+                .filter(|((_, name), _)| *name == stage.name)
+                .map(|((id, _), stint)| (id, stint))
+                .collect();
+            let count = |wanted: Stint| {
+                of_stage
+                    .iter()
+                    .filter(|(_, stint)| **stint == wanted)
+                    .count() as u64
+            };
+            let entered = of_stage.len() as u64;
+            let converted = of_stage
+                .iter()
+                .filter(|(id, _)| {
+                    history
+                        .model
+                        .deals
+                        .get(id)
+                        .is_some_and(|deal| deal.status == OpportunityStatus::Won)
+                })
+                .count() as u64;
+            StageFunnel {
+                stage: stage.name.clone(),
+                entered,
+                advanced: count(Stint::Advanced),
+                won: count(Stint::Won),
+                lost: count(Stint::Lost),
+                open: count(Stint::Open),
+                conversion_to_won_pct: percent(converted, entered),
+                median_days_in_stage: median(stint_days.remove(&stage.name).unwrap_or_default()),
+            }
+        })
+        .collect();
+    let won = |close: &&(Outcome, i64, String, f64)| close.0 == Outcome::Won;
+    let won_count = closes.values().filter(won).count() as u64;
+    let currencies: BTreeSet<&String> = closes.values().filter(won).map(|close| &close.2).collect();
+    let velocity = currencies
+        .into_iter()
+        .map(|currency| {
+            let in_currency: Vec<&(Outcome, i64, String, f64)> = closes
+                .values()
+                .filter(|close| &close.2 == currency)
+                .collect();
+            let won_deals: Vec<&(Outcome, i64, String, f64)> = in_currency
+                .iter()
+                .copied()
+                .filter(|close| close.0 == Outcome::Won)
+                .collect();
+            let count = won_deals.len() as f64;
+            let average_amount = won_deals.iter().map(|close| close.1 as f64).sum::<f64>() / count;
+            let average_cycle = won_deals.iter().map(|close| close.3).sum::<f64>() / count;
+            let win_rate = count / in_currency.len() as f64;
+            let open = history
+                .model
+                .deals
+                .values()
+                .filter(|deal| {
+                    deal.is_open() && filter.covers(deal) && deal.currency.as_str() == currency
+                })
+                .count() as f64;
+            let per_day = if average_cycle > 0.0 {
+                open * average_amount * win_rate / average_cycle
+            } else {
+                0.0
+            };
+            (currency.clone(), per_day.round())
+        })
+        .collect();
+    Some(Funnel {
+        stages,
+        leads,
+        win_rate_pct: percent(won_count, closes.len() as u64),
+        median_cycle_days: median(closes.values().filter(won).map(|close| close.3).collect()),
+        velocity,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use domain::values::Probability;

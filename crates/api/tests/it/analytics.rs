@@ -571,3 +571,82 @@ async fn the_work_queue_puts_the_largest_amount_at_stake_first() {
         .json();
     assert_eq!(bob["items"], serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn the_funnel_of_2025_follows_each_stint() {
+    let app = TestApp::spawn().await;
+    write_history(&app).await;
+    let answer = app
+        .get("/v1/analytics/funnel?pipeline=default&from=2025-01-01&to=2025-12-31&currency=EUR")
+        .await
+        .assert_status(200)
+        .json();
+    // Each deal's latest stint in a stage begun in 2025, and how it had ended by 2026-01-01
+    // (D8 is all 2024; D10's win is 2026):
+    // new:         D1-D7, D9-D12 entered (11); D6 lost from it, the rest moved on. Won by the
+    //              end: D1 D2 D3 D9, 4 / 11 = 36.4 %. Stints: 1 day for D1-D5 and D7, D9 9,
+    //              D10 14, D11 10, D12 9, D6 30: median 1.
+    // contacted:   D1-D5, D7, D9 (reopened into it), D10, D12 (9); D5 lost, D12 still there,
+    //              7 moved on; won 4 / 9 = 44.4 %. Stints: 1 × 5, D9 19 and 22, D10 25, D5 29:
+    //              median 1.
+    // quoted:      D1 D2 D3 D4 D7 D9 D10 D11 (8); D3 and D9 won from it, D7 lost, D11 still
+    //              there, 4 moved on; won 4 / 8 = 50 %. Stints: 1, 1, 1, D10 10, D3 28, D7 28,
+    //              D9 214: median 10.
+    // negotiation: D1 D2 D4 D10 (4); D1 D2 won, D4 lost, D10 open; 50 %; 27 days each.
+    let stages: Vec<(String, [u64; 5], f64, f64)> = answer["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stage| {
+            let count = |field: &str| stage[field].as_u64().unwrap();
+            (
+                stage["stage"].as_str().unwrap().to_owned(),
+                [
+                    count("entered"),
+                    count("advanced"),
+                    count("won"),
+                    count("lost"),
+                    count("open"),
+                ],
+                stage["conversion_to_won_pct"].as_f64().unwrap(),
+                stage["median_days_in_stage"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        vec![
+            ("new".to_owned(), [11, 10, 0, 1, 0], 36.4, 1.0),
+            ("contacted".to_owned(), [9, 7, 0, 1, 1], 44.4, 1.0),
+            ("quoted".to_owned(), [8, 4, 2, 1, 1], 50.0, 10.0),
+            ("negotiation".to_owned(), [4, 0, 2, 1, 1], 50.0, 27.0),
+        ]
+    );
+    // Closed in 2025: D1 D2 D3 D9 won (D9's latest close), D4-D7 lost: 50 %. Cycles of the
+    // won: 30, 30, 30 and D9's 273 days: median 30. Velocity: 3 deals open at the end (D10 D11
+    // D12) × 1,000 average won × 0.5 ÷ 90.75 average cycle days = 16.5 -> 17 a day.
+    assert_eq!(answer["win_rate_pct"], 50.0);
+    assert_eq!(answer["median_cycle_days"], 30.0);
+    assert_eq!(
+        answer["velocity"],
+        serde_json::json!([{"currency": "EUR", "per_day": 17.0}])
+    );
+    assert_eq!(
+        answer["leads"],
+        serde_json::json!({"captured": 0, "qualified": 0, "disqualified": 0, "converted": 0})
+    );
+
+    let nobody = app
+        .get("/v1/analytics/funnel?pipeline=default&from=2025-01-01&to=2025-12-31&owner=bob")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(nobody["stages"][0]["entered"], 0);
+    assert_eq!(nobody["stages"][0]["conversion_to_won_pct"], Value::Null);
+    app.get("/v1/analytics/funnel?pipeline=nowhere&from=2025-01-01&to=2025-12-31")
+        .await
+        .assert_problem(404, &["nowhere"]);
+    app.get("/v1/analytics/funnel?pipeline=default&from=January&to=2025-12-31")
+        .await
+        .assert_problem(422, &["from"]);
+}

@@ -932,6 +932,10 @@ async fn every_answer_matches_the_document() {
     answers.check("get", "/v1/analytics/forecast-accuracy", &reply);
     let reply = app.get("/v1/analytics/slippage?period=2026-Q1").await;
     answers.check("get", "/v1/analytics/slippage", &reply);
+    let reply = app
+        .get("/v1/analytics/funnel?pipeline=default&from=2026-01-01&to=2026-12-31")
+        .await;
+    answers.check("get", "/v1/analytics/funnel", &reply);
     let reply = app.get("/v1/work-queue").await;
     answers.check("get", "/v1/work-queue", &reply);
     let reply = app
