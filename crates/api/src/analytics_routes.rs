@@ -55,38 +55,27 @@ pub(crate) fn axis(value: &Option<String>) -> Result<Axis, ApiError> {
 }
 
 /// The historical model of a query: every deal as of its horizon (live when `None`) weighed
-/// with the stage rates as of the query's instant, and those rates.
+/// with the stage rates as of the answer's instant (now for a live query), and those rates.
 pub(crate) struct Historical {
     pub model: ReadModel,
     pub rates: Rates,
 }
 
-/// Folds what the answer's horizon knows (everything for a live query). With `valid_at` the fold stops at that instant on the business
-/// axis; otherwise it takes every known event. The rates' window ends at the answer's instant
-/// (`covered`), or now for a live query.
 pub(crate) async fn historical(
     app: &AppState,
     answered: Option<(Horizon, Covered)>,
 ) -> Result<Historical, ApiError> {
-    let horizon = answered.map(|(horizon, _)| horizon);
-    let covered = answered.map(|(_, covered)| covered);
-    let known = horizon.map_or(Known::Everything, |horizon| horizon.known);
-    let valid_at = horizon.and_then(|horizon| horizon.valid_at);
-    let axis = if valid_at.is_some() {
-        Axis::Occurred
-    } else {
-        Axis::Recorded
-    };
-    let at = covered
-        .and_then(|covered| covered.instant())
+    let at = answered
+        .and_then(|(_, covered)| covered.instant())
         .unwrap_or_else(|| app.handler.now());
-    let timeline = Timeline::load(app.handler.store(), known, axis).await?;
-    let history = timeline.at(valid_at.unwrap_or(DateTime::<Utc>::MAX_UTC));
-    let rates = timeline.rates(&history, at, app.calibration());
-    Ok(Historical {
-        model: rates.apply(&history.model),
-        rates,
-    })
+    let (model, rates) = analytics::historical(
+        app.handler.store(),
+        answered.map(|(horizon, _)| horizon),
+        at,
+        app.calibration(),
+    )
+    .await?;
+    Ok(Historical { model, rates })
 }
 
 #[derive(Deserialize)]

@@ -5,13 +5,15 @@
 //! units, as the API gives them), computed by `projector::asof` from the store: the nearest
 //! snapshot, then the events after it through the projector's own fold. So the command does not
 //! depend on a projector having caught up, and without either instant it answers from every event
-//! in the store. Probability by history (`--probability`) is not offered yet.
+//! in the store. `--probability historical` weighs open deals with their stages' win rates as of
+//! the instant instead (`projector::analytics`), as `probability=historical` does.
 
 use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
 use eventstore::EventStore;
+use projector::analytics::{self, Calibration, ProbabilityModel};
 use projector::asof::{Covered, Horizon, Known};
 use projector::read::{ForecastFilter, ForecastRow};
 use projector::rules::Granularity;
@@ -27,6 +29,10 @@ pub struct ForecastArgs {
     /// month or quarter, of the expected close date (of the close date once closed).
     #[arg(long, default_value = "month")]
     period: String,
+    /// stage (each stage's default probability) or historical (each stage's win rate as of the
+    /// instant; docs/forecasting.md).
+    #[arg(long, default_value = "stage")]
+    probability: String,
 }
 
 /// The horizon the arguments ask for; `now` refuses instants after it, as the API does.
@@ -62,15 +68,30 @@ fn horizon(args: &ForecastArgs, now: DateTime<Utc>) -> anyhow::Result<Horizon> {
 pub async fn rows(
     store: &EventStore,
     args: &ForecastArgs,
+    calibration: Calibration,
     now: DateTime<Utc>,
 ) -> anyhow::Result<(Granularity, Vec<ForecastRow>, Covered)> {
     let granularity = Granularity::parse(&args.period)
         .with_context(|| format!("--period: {:?} is not one of month, quarter", args.period))?;
+    let model = ProbabilityModel::parse(&args.probability).with_context(|| {
+        format!(
+            "--probability: {:?} is not one of stage, historical",
+            args.probability
+        )
+    })?;
     let horizon = horizon(args, now)?;
-    let (rows, covered) =
-        projector::asof::forecast(store, granularity, &ForecastFilter::default(), horizon)
-            .await
-            .context("could not fold the forecast from the event store")?;
+    let filter = ForecastFilter::default();
+    let (rows, covered) = projector::asof::forecast(store, granularity, &filter, horizon)
+        .await
+        .context("could not fold the forecast from the event store")?;
+    if model == ProbabilityModel::Stage {
+        return Ok((granularity, rows, covered));
+    }
+    let at = covered.instant().unwrap_or(now);
+    let (weighed, _) = analytics::historical(store, Some(horizon), at, calibration)
+        .await
+        .context("could not fold the win rates from the event store")?;
+    let rows = projector::asof::forecast_answer(&weighed.forecast(), granularity, &filter)?;
     Ok((granularity, rows, covered))
 }
 
@@ -163,9 +184,10 @@ pub fn aligned<const N: usize>(lines: &[[String; N]], names: usize) -> String {
 pub async fn run(
     store: &EventStore,
     args: &ForecastArgs,
+    calibration: Calibration,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let (granularity, rows, covered) = rows(store, args, now).await?;
+    let (granularity, rows, covered) = rows(store, args, calibration, now).await?;
     print!("{}", table(granularity, &rows, &covered));
     Ok(())
 }
@@ -182,13 +204,14 @@ mod tests {
     use testkit::TestDb;
     use uuid::Uuid;
 
-    use super::{ForecastArgs, rows, table};
+    use super::{Calibration, ForecastArgs, rows, table};
 
     fn args(as_of: Option<&str>, valid_at: Option<&str>, period: &str) -> ForecastArgs {
         ForecastArgs {
             as_of: as_of.map(str::to_owned),
             valid_at: valid_at.map(str::to_owned),
             period: period.to_owned(),
+            probability: "stage".to_owned(),
         }
     }
 
@@ -221,9 +244,14 @@ mod tests {
         let now = Utc::now();
 
         // Created in `new` (10 %, pipeline): weighted 1 000.5, rounded away from zero to 1 001.
-        let (granularity, found, covered) = rows(&store, &args(None, None, "quarter"), now)
-            .await
-            .unwrap();
+        let (granularity, found, covered) = rows(
+            &store,
+            &args(None, None, "quarter"),
+            Calibration::default(),
+            now,
+        )
+        .await
+        .unwrap();
         let text = table(granularity, &found, &covered);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
@@ -243,6 +271,7 @@ mod tests {
         let (granularity, found, covered) = rows(
             &store,
             &args(None, Some("2025-01-01T00:00:00Z"), "month"),
+            Calibration::default(),
             now,
         )
         .await
@@ -263,6 +292,7 @@ mod tests {
                 Some("2025-01-11T00:00:00Z"),
                 "month",
             ),
+            Calibration::default(),
             now,
         )
         .await
@@ -290,8 +320,20 @@ mod tests {
                 ["--valid-at", "in the future"],
             ),
             (args(None, None, "week"), ["--period", "month, quarter"]),
+            (
+                ForecastArgs {
+                    probability: "gut".to_owned(),
+                    ..args(None, None, "month")
+                },
+                ["--probability", "stage, historical"],
+            ),
         ] {
-            let error = format!("{:#}", rows(&store, &arguments, now).await.unwrap_err());
+            let error = format!(
+                "{:#}",
+                rows(&store, &arguments, Calibration::default(), now)
+                    .await
+                    .unwrap_err()
+            );
             for word in words {
                 assert!(error.contains(word), "{error}");
             }

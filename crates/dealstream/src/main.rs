@@ -159,7 +159,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Forecast(arguments) => {
             let node = open(&settings).await?;
-            forecast::run(&node.store, &arguments, node.handler.now()).await
+            let calibration = projector::analytics::Calibration {
+                prior_weight: prior_weight(&settings)?,
+                ..Default::default()
+            };
+            forecast::run(&node.store, &arguments, calibration, node.handler.now()).await
         }
         Command::Backtest(arguments) => {
             let node = open(&settings).await?;

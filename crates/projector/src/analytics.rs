@@ -26,7 +26,7 @@ use domain::values::{Outcome, Probability, StageName};
 use eventstore::{EventStore, RecordedEvent};
 use uuid::Uuid;
 
-use crate::asof::Known;
+use crate::asof::{Horizon, Known};
 use crate::error::ProjectorError;
 use crate::rules::{DealView, ForecastFigures, ForecastKey, Month, ReadModel};
 
@@ -430,6 +430,28 @@ impl Rates {
             position: model.position,
         }
     }
+}
+
+/// Every deal known at `horizon` (everything for a live answer, `None`) weighed with the
+/// historical rates as of `at`, the answer's instant; and those rates. With `valid_at` the fold
+/// stops at that instant on the business axis; otherwise it takes every known event.
+pub async fn historical(
+    store: &EventStore,
+    horizon: Option<Horizon>,
+    at: DateTime<Utc>,
+    calibration: Calibration,
+) -> Result<(ReadModel, Rates), ProjectorError> {
+    let known = horizon.map_or(Known::Everything, |horizon| horizon.known);
+    let valid_at = horizon.and_then(|horizon| horizon.valid_at);
+    let axis = if valid_at.is_some() {
+        Axis::Occurred
+    } else {
+        Axis::Recorded
+    };
+    let timeline = Timeline::load(store, known, axis).await?;
+    let history = timeline.at(valid_at.unwrap_or(DateTime::<Utc>::MAX_UTC));
+    let rates = timeline.rates(&history, at, calibration);
+    Ok((rates.apply(&history.model), rates))
 }
 
 /// The months a forecast period covers, first and last included.
