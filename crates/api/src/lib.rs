@@ -52,13 +52,6 @@ pub type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 /// probe gets an answer instead of a hung connection.
 const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The environment variable that bounds every request's time (README, configuration).
-pub const REQUEST_TIMEOUT_VAR: &str = "DEALSTREAM_HTTP_REQUEST_TIMEOUT";
-
-/// A request still running after this answers 503 with `Retry-After`. It is well above the
-/// read-your-writes wait, so a query waiting for its read model gets that wait's own answer.
-pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-
 #[derive(Clone)]
 pub struct AppState {
     handler: CommandHandler,
@@ -72,9 +65,9 @@ pub struct AppState {
     read_your_writes_wait: std::time::Duration,
     /// Renders the process's metrics in the Prometheus text format; the binary owns the recorder.
     metrics: Option<MetricsRenderer>,
-    /// Set by [`AppState::with_request_timeout`]; otherwise [`serve`] reads
-    /// [`REQUEST_TIMEOUT_VAR`].
-    request_timeout: Option<std::time::Duration>,
+    /// A request still running after this answers 503 with `Retry-After`
+    /// (`DEALSTREAM_HTTP_REQUEST_TIMEOUT`, see `platform::Settings`).
+    request_timeout: std::time::Duration,
     /// `k` of the historical win rates: the rules file's `[forecast] prior_weight`.
     prior_weight: u32,
 }
@@ -108,7 +101,7 @@ impl AppState {
             read_models_migrated: Default::default(),
             read_your_writes_wait: read_routes::READ_YOUR_WRITES_WAIT,
             metrics: None,
-            request_timeout: None,
+            request_timeout: platform::DEFAULT_HTTP_REQUEST_TIMEOUT,
             prior_weight: projector::analytics::DEFAULT_PRIOR_WEIGHT,
         }
     }
@@ -127,9 +120,9 @@ impl AppState {
         }
     }
 
-    /// Bounds every request's time, instead of [`REQUEST_TIMEOUT_VAR`] or its default.
+    /// Bounds every request's time instead of the default.
     pub fn with_request_timeout(mut self, limit: std::time::Duration) -> Self {
-        self.request_timeout = Some(limit);
+        self.request_timeout = limit;
         self
     }
 
@@ -203,7 +196,7 @@ route_table! {
 }
 
 pub fn router(state: AppState) -> Router {
-    let limit = state.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+    let limit = state.request_timeout;
     routed(Router::new())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -218,27 +211,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled, then lets in-flight requests finish. Fails at once when
-/// [`REQUEST_TIMEOUT_VAR`] is set to something that is not a duration.
+/// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
-    mut state: AppState,
+    state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    if state.request_timeout.is_none() {
-        let configured = std::env::var(REQUEST_TIMEOUT_VAR).ok();
-        let limit = configured
-            .as_deref()
-            .map(parse_timeout)
-            .transpose()
-            .map_err(|reason| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("{REQUEST_TIMEOUT_VAR}: {reason}"),
-                )
-            })?;
-        state.request_timeout = Some(limit.unwrap_or(DEFAULT_REQUEST_TIMEOUT));
-    }
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?address, request_timeout = ?state.request_timeout, "api listening");
     axum::serve(listener, router(state))
@@ -248,21 +226,6 @@ pub async fn serve(
 
 /// `15s`, `500ms`, or a bare number of seconds; zero is refused, since it would refuse every
 /// request.
-fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let (number, millis_per_unit) = match text.strip_suffix("ms") {
-        Some(number) => (number, 1),
-        None => (text.strip_suffix('s').unwrap_or(text), 1000),
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .filter(|value| *value > 0)
-        .and_then(|value| value.checked_mul(millis_per_unit))
-        .map(std::time::Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is not a positive duration such as 15s or 500ms"))
-}
-
 /// Answers 503 with `Retry-After` when a request outlives `limit`, so that a stuck dependency (a
 /// frozen writer holding the append lock, a database that stopped answering) never leaves a
 /// client hanging. Dropping the handler does not undo a command the store already accepted:
@@ -352,22 +315,4 @@ async fn not_found(uri: Uri) -> Response {
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path())).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    #[test]
-    fn request_timeouts_are_read_in_seconds_or_milliseconds() {
-        assert_eq!(super::parse_timeout("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(super::parse_timeout(" 20 "), Ok(Duration::from_secs(20)));
-        assert_eq!(
-            super::parse_timeout("500ms"),
-            Ok(Duration::from_millis(500))
-        );
-        for refused in ["0", "0s", "-1s", "1.5s", "15m", "", "ms"] {
-            assert!(super::parse_timeout(refused).is_err(), "{refused:?}");
-        }
-    }
 }

@@ -331,6 +331,7 @@ async fn services(
                 let client = nats.clone();
                 let render = metrics.clone();
                 let state = api::AppState::new(node.handler.clone(), default_owner)
+                    .with_request_timeout(settings.http_request_timeout)
                     .with_readiness_check(api::ReadinessCheck {
                         name: "nats",
                         probe: Arc::new(move || {

@@ -18,7 +18,9 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use errors::error_chain;
-pub use settings::{ConnectionUrl, LogFormat, Settings, StreamName, SubjectPrefix};
+pub use settings::{
+    ConnectionUrl, DEFAULT_HTTP_REQUEST_TIMEOUT, LogFormat, Settings, StreamName, SubjectPrefix,
+};
 pub use shutdown::shutdown_signal;
 pub use telemetry::{init_test_tracing, init_tracing};
 pub use tokio_util::sync::CancellationToken;

@@ -13,6 +13,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -34,9 +35,11 @@ pub mod vars {
     pub const LOG_FORMAT: &str = "DEALSTREAM_LOG_FORMAT";
     /// Days a handled command id (an `Idempotency-Key`) is remembered.
     pub const COMMAND_RETENTION_DAYS: &str = "DEALSTREAM_COMMAND_RETENTION_DAYS";
+    /// How long an HTTP request may run before it is answered 503.
+    pub const HTTP_REQUEST_TIMEOUT: &str = "DEALSTREAM_HTTP_REQUEST_TIMEOUT";
 
     /// Every variable above, in the order they are documented.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         DATABASE_URL,
         NATS_URL,
         HTTP_ADDR,
@@ -45,6 +48,7 @@ pub mod vars {
         SUBJECT_PREFIX,
         LOG_FORMAT,
         COMMAND_RETENTION_DAYS,
+        HTTP_REQUEST_TIMEOUT,
     ];
 }
 
@@ -61,6 +65,9 @@ pub const DEFAULT_SUBJECT_PREFIX: &str = "dealstream";
 /// Long past any client's retry window and any redelivery of the workflow's reactions, short
 /// enough that the table does not grow with the store.
 pub const DEFAULT_COMMAND_RETENTION_DAYS: u32 = 30;
+/// A request still running after this answers 503 with `Retry-After`. It is well above the
+/// read-your-writes wait, so a query waiting for its read model gets that wait's own answer.
+pub const DEFAULT_HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Everything a dealstream process needs to know about its surroundings.
 ///
@@ -83,6 +90,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `DEALSTREAM_COMMAND_RETENTION_DAYS`: at least 1.
     pub command_retention_days: u32,
+    /// `DEALSTREAM_HTTP_REQUEST_TIMEOUT`: `15s`, `500ms` or plain seconds.
+    pub http_request_timeout: Duration,
 }
 
 impl Settings {
@@ -173,6 +182,13 @@ impl Settings {
                 )
             })?;
 
+        let http_request_timeout = match given.get(vars::HTTP_REQUEST_TIMEOUT) {
+            None => DEFAULT_HTTP_REQUEST_TIMEOUT,
+            Some(text) => parse_request_timeout(text).map_err(|reason| {
+                anyhow::anyhow!("invalid {}: {reason}", vars::HTTP_REQUEST_TIMEOUT)
+            })?,
+        };
+
         Ok(Settings {
             database_url,
             nats_url,
@@ -182,6 +198,7 @@ impl Settings {
             subject_prefix,
             log_format,
             command_retention_days,
+            http_request_timeout,
         })
     }
 }
@@ -198,8 +215,25 @@ impl Default for Settings {
             subject_prefix: SubjectPrefix(DEFAULT_SUBJECT_PREFIX.to_owned()),
             log_format: LogFormat::Text,
             command_retention_days: DEFAULT_COMMAND_RETENTION_DAYS,
+            http_request_timeout: DEFAULT_HTTP_REQUEST_TIMEOUT,
         }
     }
+}
+
+/// `15s`, `500ms` or a plain number of seconds; never zero.
+fn parse_request_timeout(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, millis_per_unit) = match text.strip_suffix("ms") {
+        Some(number) => (number, 1),
+        None => (text.strip_suffix('s').unwrap_or(text), 1000),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|value| *value > 0)
+        .and_then(|value| value.checked_mul(millis_per_unit))
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is not a positive duration such as 15s or 500ms"))
 }
 
 /// A connection string that may carry a password.
@@ -554,6 +588,28 @@ mod tests {
         for bad in ["", "EVENTS.V1", "A/B", "A B", "A>"] {
             let message = error_text(&[("DEALSTREAM_NATS_STREAM", bad)]);
             assert!(message.contains("DEALSTREAM_NATS_STREAM"), "{message}");
+        }
+    }
+
+    #[test]
+    fn request_timeouts_are_read_in_seconds_or_milliseconds() {
+        let timeout = |text: &str| {
+            settings(&[("DEALSTREAM_HTTP_REQUEST_TIMEOUT", text)])
+                .map(|parsed| parsed.http_request_timeout)
+        };
+        assert_eq!(timeout("15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(timeout("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(timeout("20").unwrap(), Duration::from_secs(20));
+        assert_eq!(
+            Settings::default().http_request_timeout,
+            Duration::from_secs(15)
+        );
+        for bad in ["0s", "-1", "soon", "99999999999999999999"] {
+            let message = error_text(&[("DEALSTREAM_HTTP_REQUEST_TIMEOUT", bad)]);
+            assert!(
+                message.contains("DEALSTREAM_HTTP_REQUEST_TIMEOUT"),
+                "{message}"
+            );
         }
     }
 
