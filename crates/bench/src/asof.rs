@@ -16,6 +16,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use platform::CancellationToken;
 use projector::{Projection, RebuildOptions};
 
+use crate::commands::Random;
 use crate::report::{Compare, Figure, Report};
 use crate::stats::Latency;
 use crate::{BenchOptions, Deployment, Progress, history};
@@ -58,19 +59,6 @@ impl Kind {
     }
 }
 
-/// A small deterministic generator (xorshift64*), so that two runs ask for the same instants.
-struct Draw(u64);
-
-impl Draw {
-    /// A number in [0, 1).
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 pub async fn run(
     deployment: &Deployment,
     options: &BenchOptions,
@@ -97,10 +85,11 @@ pub async fn run(
 
     let client = reqwest::Client::new();
     let queries = options.asof_queries.max(1);
-    let mut draw = Draw(0x9E37_79B9_7F4A_7C15);
+    // Deterministic, so that two runs ask for the same instants.
+    let mut draw = Random(0x9E37_79B9_7F4A_7C15);
     let mut path = |kind: Kind| {
         let (from, to) = kind.span();
-        let fraction = from + (to - from) * draw.next();
+        let fraction = from + (to - from) * draw.fraction();
         match kind {
             Kind::Live => "/v1/forecast".to_owned(),
             _ => {
