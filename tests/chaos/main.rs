@@ -103,50 +103,30 @@ impl Size {
     }
 }
 
-/// The rules file of the run: the built-in rules with durations in seconds, so that follow-ups
-/// and reminders come due while the faults go on.
-const RULES: &str = r#"
-[[workflow.rules]]
-name = "first-contact"
-on = "OpportunityCreated"
-schedule_follow_up = { kind = "first-contact", after = "3s" }
-
-[[workflow.rules]]
-name = "contacted-on-first-touch"
-on = "ActivityLogged"
-when = { stage = ["new"], activity_kind = ["call", "email", "meeting"] }
-move_to_stage = "contacted"
-complete_follow_ups = ["first-contact"]
-
-[[workflow.rules]]
-name = "quote-sent"
-on = "ActivityLogged"
-when = { stage = ["new", "contacted"], activity_kind = ["quote_sent"] }
-move_to_stage = "quoted"
-
-[[workflow.rules]]
-name = "quote-follow-up"
-on = "StageChanged"
-when = { to_stage = ["quoted"] }
-schedule_follow_up = { kind = "quote-follow-up", after = "4s" }
-
-[[workflow.rules]]
-name = "close-cancels-follow-ups"
-on = "OpportunityClosed"
-cancel_follow_ups = "all"
-
-[workflow.reminders]
-stale_after = "8s"
-close_date_passed = true
-
-[routing]
-default_owner = "unassigned"
-
-[[routing.rules]]
-name = "emea"
-when = { country = ["DE", "FR", "GB"] }
-round_robin = ["anna", "bruno", "chloe"]
-"#;
+/// The rules file of the run: the built-in rules (deploy/dealstream.toml is a copy of them) with
+/// durations in seconds, so that follow-ups and reminders come due while the faults go on.
+fn quick_rules() -> String {
+    const DEFAULTS: &str = include_str!("../../deploy/dealstream.toml");
+    let mut rules = DEFAULTS.to_owned();
+    for (default, quick) in [
+        (
+            r#"kind = "first-contact", after = "1d""#,
+            r#"kind = "first-contact", after = "3s""#,
+        ),
+        (
+            r#"kind = "quote-follow-up", after = "3d""#,
+            r#"kind = "quote-follow-up", after = "4s""#,
+        ),
+        (r#"stale_after = "14d""#, r#"stale_after = "8s""#),
+    ] {
+        assert!(
+            rules.contains(default),
+            "deploy/dealstream.toml no longer says {default}: update the chaos suite's rules"
+        );
+        rules = rules.replace(default, quick);
+    }
+    rules
+}
 
 /// How long the services get, once the load has stopped, to publish, project and fire every
 /// due timer; the longest rule above (stale, 8s) comes due within it.
@@ -182,7 +162,7 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
     let postgres = Postgres::start(&run).await;
     let nats = Nats::start(&run).await;
     let rules = run.path.join("rules.toml");
-    std::fs::write(&rules, RULES).expect("write the rules file");
+    std::fs::write(&rules, quick_rules()).expect("write the rules file");
     let api_port = free_port();
     let mut services = Services::new(
         &run,
