@@ -224,8 +224,6 @@ pub async fn serve(
         .await
 }
 
-/// `15s`, `500ms`, or a bare number of seconds; zero is refused, since it would refuse every
-/// request.
 /// Answers 503 with `Retry-After` when a request outlives `limit`, so that a stuck dependency (a
 /// frozen writer holding the append lock, a database that stopped answering) never leaves a
 /// client hanging. Dropping the handler does not undo a command the store already accepted:

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use commands::{CommandHandler, SystemClock};
-use domain::values::parse_owner;
 use eventstore::EventStore;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use platform::{CancellationToken, Settings};
@@ -103,9 +102,6 @@ enum EventsCommand {
 /// reactions and the projectors' batches.
 const POOL_SIZE: usize = 32;
 
-/// Owner of a deal converted from a lead nobody was routed to, when no rules file says otherwise.
-const DEFAULT_OWNER: &str = "unassigned";
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -145,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
             let node = open(&settings).await?;
             let importer = import::Importer {
                 handler: &node.handler,
-                default_owner: default_owner(&settings)?,
+                default_owner: rules(&settings)?.routing.default_owner,
             };
             demo::run(&importer, &arguments).await
         }
@@ -153,24 +149,18 @@ async fn main() -> anyhow::Result<()> {
             let node = open(&settings).await?;
             let importer = import::Importer {
                 handler: &node.handler,
-                default_owner: default_owner(&settings)?,
+                default_owner: rules(&settings)?.routing.default_owner,
             };
             import::run(&importer, &arguments).await
         }
         Command::Forecast(arguments) => {
             let node = open(&settings).await?;
-            let calibration = projector::analytics::Calibration {
-                prior_weight: prior_weight(&settings)?,
-                ..Default::default()
-            };
+            let calibration = calibration(&settings)?;
             forecast::run(&node.store, &arguments, calibration, node.handler.now()).await
         }
         Command::Backtest(arguments) => {
             let node = open(&settings).await?;
-            let calibration = projector::analytics::Calibration {
-                prior_weight: prior_weight(&settings)?,
-                ..Default::default()
-            };
+            let calibration = calibration(&settings)?;
             backtest::run(&node.store, &arguments, calibration, node.handler.now()).await
         }
         Command::Projections {
@@ -223,23 +213,18 @@ async fn open(settings: &Settings) -> anyhow::Result<Node> {
     Ok(Node { store, handler })
 }
 
-/// Owner of a deal converted from a lead nobody was routed to: the rules file's
-/// `routing.default_owner`, or [`DEFAULT_OWNER`] without a file.
-fn default_owner(settings: &Settings) -> anyhow::Result<domain::values::Owner> {
-    Ok(match &settings.config_path {
-        None => parse_owner(DEFAULT_OWNER)?,
-        Some(_) => workflow::load_config(settings.config_path.as_deref())?
-            .routing
-            .default_owner
-            .clone(),
-    })
+/// The rules file (`DEALSTREAM_CONFIG`), or the built-in rules without one: the workflow's rules,
+/// the owner of a deal converted from a lead nobody was routed to (`routing.default_owner`) and
+/// the forecast's `prior_weight`.
+fn rules(settings: &Settings) -> anyhow::Result<workflow::WorkflowConfig> {
+    Ok(workflow::load_config(settings.config_path.as_deref())?)
 }
 
-/// The rules file's `[forecast] prior_weight`, or its default without a file.
-fn prior_weight(settings: &Settings) -> anyhow::Result<u32> {
-    Ok(match &settings.config_path {
-        None => projector::analytics::DEFAULT_PRIOR_WEIGHT,
-        Some(_) => workflow::load_config(settings.config_path.as_deref())?.prior_weight,
+/// How historical win rates are computed, from the rules file's `[forecast]` section.
+fn calibration(settings: &Settings) -> anyhow::Result<projector::analytics::Calibration> {
+    Ok(projector::analytics::Calibration {
+        prior_weight: rules(settings)?.prior_weight,
+        ..Default::default()
     })
 }
 
@@ -289,6 +274,14 @@ async fn services(
     shutdown: &CancellationToken,
     wanted: &[Service],
 ) -> anyhow::Result<()> {
+    // Read once, and only where it is used, so that a relay or a projector starts whatever the
+    // rules file holds.
+    let rules = wanted
+        .iter()
+        .any(|service| matches!(service, Service::Api | Service::Workflow))
+        .then(|| rules(settings))
+        .transpose()?
+        .unwrap_or_default();
     let node = open(settings).await?;
     let nats = relay::connect(&settings.nats_url)
         .await
@@ -327,26 +320,26 @@ async fn services(
                 let listener = tokio::net::TcpListener::bind(settings.http_addr)
                     .await
                     .with_context(|| format!("could not listen on {}", settings.http_addr))?;
-                let default_owner = default_owner(settings)?;
                 let client = nats.clone();
                 let render = metrics.clone();
-                let state = api::AppState::new(node.handler.clone(), default_owner)
-                    .with_request_timeout(settings.http_request_timeout)
-                    .with_readiness_check(api::ReadinessCheck {
-                        name: "nats",
-                        probe: Arc::new(move || {
-                            let state = relay::nats_state(&client);
-                            Box::pin(async move {
-                                if state.is_connected() {
-                                    Ok(())
-                                } else {
-                                    Err("not connected".to_owned())
-                                }
-                            })
-                        }),
-                    })
-                    .with_metrics(Arc::new(move || render.render()))
-                    .with_prior_weight(prior_weight(settings)?);
+                let state =
+                    api::AppState::new(node.handler.clone(), rules.routing.default_owner.clone())
+                        .with_request_timeout(settings.http_request_timeout)
+                        .with_readiness_check(api::ReadinessCheck {
+                            name: "nats",
+                            probe: Arc::new(move || {
+                                let state = relay::nats_state(&client);
+                                Box::pin(async move {
+                                    if state.is_connected() {
+                                        Ok(())
+                                    } else {
+                                        Err("not connected".to_owned())
+                                    }
+                                })
+                            }),
+                        })
+                        .with_metrics(Arc::new(move || render.render()))
+                        .with_prior_weight(rules.prior_weight);
                 tasks.spawn(async move {
                     let served = api::serve(listener, state, stop).await;
                     ("api", served.context("http server failed"))
@@ -375,7 +368,7 @@ async fn services(
                 })
             }
             Service::Workflow => {
-                let config = workflow::load_config(settings.config_path.as_deref())?;
+                let config = rules.clone();
                 let options = workflow::ServiceOptions::from_settings(settings);
                 let (handler, client) = (node.handler.clone(), nats.clone());
                 tasks.spawn(async move {

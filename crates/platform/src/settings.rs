@@ -220,7 +220,8 @@ impl Default for Settings {
     }
 }
 
-/// `15s`, `500ms` or a plain number of seconds; never zero.
+/// `15s`, `500ms` or a plain number of seconds; zero is refused, since it would refuse every
+/// request.
 fn parse_request_timeout(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, millis_per_unit) = match text.strip_suffix("ms") {
