@@ -276,11 +276,16 @@ pub enum Reminder {
 }
 
 impl Reminder {
+    /// The kind of the `FollowUpDue` a stale-deal reminder fires (and its rule's name).
+    pub const STALE_DEAL: &'static str = "stale-deal";
+    /// The kind of the `FollowUpDue` a close-date-passed reminder fires (and its rule's name).
+    pub const CLOSE_DATE_PASSED: &'static str = "close-date-passed";
+
     /// The kind of the `FollowUpDue` it fires.
     pub fn kind(self) -> FollowUpKind {
         let name = match self {
-            Reminder::StaleDeal { .. } => "stale-deal",
-            Reminder::CloseDatePassed => "close-date-passed",
+            Reminder::StaleDeal { .. } => Reminder::STALE_DEAL,
+            Reminder::CloseDatePassed => Reminder::CLOSE_DATE_PASSED,
         };
         // Both names are constant slugs.
         FollowUpKind::parse(name).unwrap_or_else(|_| unreachable!())

@@ -24,9 +24,9 @@ use crate::config::{Action, Assignment, Condition, Routing, WorkflowConfig};
 use crate::ids;
 
 /// Kind (and rule name) of the reminder for a deal without activity.
-pub const STALE_DEAL: &str = "stale-deal";
+pub const STALE_DEAL: &str = domain::opportunity::Reminder::STALE_DEAL;
 /// Kind (and rule name) of the reminder for an open deal past its expected close date.
-pub const CLOSE_DATE_PASSED: &str = "close-date-passed";
+pub const CLOSE_DATE_PASSED: &str = domain::opportunity::Reminder::CLOSE_DATE_PASSED;
 
 /// One command a rule asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
