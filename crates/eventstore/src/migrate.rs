@@ -45,6 +45,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "occurred_at",
         sql: include_str!("../migrations/0005_occurred_at.sql"),
     },
+    Migration {
+        version: 6,
+        name: "api_tokens",
+        sql: include_str!("../migrations/0006_api_tokens.sql"),
+    },
 ];
 
 /// The migrations this build knows, in the order they are applied.
