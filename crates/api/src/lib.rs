@@ -15,6 +15,7 @@ mod problem;
 mod query_routes;
 mod read_routes;
 mod time_travel;
+mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -198,6 +199,7 @@ route_table! {
 pub fn router(state: AppState) -> Router {
     let limit = state.request_timeout;
     routed(Router::new())
+        .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(limit, time_limit))
