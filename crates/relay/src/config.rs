@@ -57,6 +57,10 @@ pub struct RelayConfig {
     pub backoff_max: Duration,
     /// Counters the relay updates as it goes; clone it before `run` to watch them.
     pub stats: RelayStats,
+    /// Take the relay lock before publishing, so that one relay of several publishes at a time
+    /// (true by default). Only tests turn it off, to show that two publishers at once still
+    /// neither reorder nor duplicate.
+    pub exclusive: bool,
     /// Fault injection for crash tests: `run` returns [`RelayError::FaultInjected`] at this
     /// point, abandoning in-flight publishes as a crash would. Always `None` in production.
     pub fail_point: Option<FailPoint>,
@@ -97,6 +101,7 @@ impl RelayConfig {
             backoff_min: DEFAULT_BACKOFF_MIN,
             backoff_max: DEFAULT_BACKOFF_MAX,
             stats: RelayStats::default(),
+            exclusive: true,
             fail_point: None,
         }
     }

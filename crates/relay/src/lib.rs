@@ -4,7 +4,8 @@
 //! It owns the JetStream stream (created or updated on start), the subject scheme and headers
 //! ([`subject`]), the publish loop with its pipelined acks (`publisher`), the LISTEN/NOTIFY
 //! wake-ups (`listener`), the relay's metrics ([`metrics`]) and the operators' `events tail`
-//! ([`tail()`]). The stream is the relay's only checkpoint: on start and after every failure it
+//! ([`tail()`]), and which of several relay processes publishes (`leader`: a PostgreSQL
+//! advisory lock; the others stand by). The stream is the relay's only checkpoint: on start and after every failure it
 //! reads the stream's last message and continues after that event's position, so there is no
 //! relay state that could drift from what JetStream holds.
 //!
@@ -18,6 +19,7 @@
 mod backoff;
 mod config;
 mod error;
+mod leader;
 mod listener;
 pub mod metrics;
 mod publisher;
@@ -37,6 +39,7 @@ pub use config::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_POLL_INTERVAL, DEFAULT_READ_BATCH, FailPoint, RelayConfig,
 };
 pub use error::{BoxError, RelayError};
+pub use leader::{ATTEMPT_INTERVAL, CHECK_INTERVAL, CHECK_TIMEOUT};
 pub use stats::RelayStats;
 pub use tail::{TailOptions, start_sequence, tail};
 
@@ -112,6 +115,10 @@ pub async fn run(
 /// Runs the relay on an existing NATS client (so `/readyz` can watch the same connection) until
 /// `shutdown` is cancelled.
 ///
+/// Several relays may run against one store: they take turns through a PostgreSQL advisory lock
+/// (`leader`), and only the holder publishes; the others stand by and take over within about a
+/// second of the holder's session ending. [`RelayStats::is_active`] tells which one this is.
+///
 /// Returns Ok after a clean shutdown. NATS or PostgreSQL being unavailable is never an error
 /// here: the relay waits with capped backoff and catches up when they return. It returns an
 /// error only for what no retry can fix (see [`RelayError::is_retryable`]).
@@ -122,6 +129,81 @@ pub async fn run_with_client(
     shutdown: CancellationToken,
 ) -> Result<(), RelayError> {
     config.validate()?;
+    let metrics = metrics::RelayMetrics::register();
+    if !config.exclusive {
+        config.stats.set_active(true);
+        metrics.active(true);
+        return publish(config, client, store, shutdown).await;
+    }
+    let Some(key) = lock_key(&config, &store, &shutdown).await else {
+        return Ok(());
+    };
+    loop {
+        config.stats.set_active(false);
+        metrics.active(false);
+        let Some(leadership) = leader::acquire(&config.database, key, &shutdown).await else {
+            return Ok(());
+        };
+        tracing::info!(
+            stream = %config.stream_name,
+            "this relay holds the lock and becomes the active publisher"
+        );
+        config.stats.set_active(true);
+        metrics.became_active();
+        let term = shutdown.child_token();
+        let publishing = publish(config.clone(), client.clone(), store.clone(), term.clone());
+        tokio::pin!(publishing);
+        let outcome = tokio::select! {
+            outcome = &mut publishing => outcome,
+            () = leadership.watch(&term) => {
+                config.stats.set_active(false);
+                metrics.active(false);
+                term.cancel();
+                // A read stuck on an unreachable store must not keep a former publisher alive;
+                // dropping it abandons its in-flight publishes, which the chain makes harmless.
+                tokio::time::timeout(config.ack_timeout * 2, &mut publishing)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+        };
+        drop(leadership);
+        config.stats.set_active(false);
+        metrics.active(false);
+        if shutdown.is_cancelled() {
+            return outcome;
+        }
+        outcome?;
+        tracing::warn!("this relay lost the lock; standing by");
+    }
+}
+
+/// The lock key of this deployment, which needs the store's schema; None on shutdown.
+async fn lock_key(
+    config: &RelayConfig,
+    store: &EventStore,
+    shutdown: &CancellationToken,
+) -> Option<i64> {
+    let mut backoff = backoff::Backoff::new(config.backoff_min, config.backoff_max);
+    loop {
+        match store.notify_channel().await {
+            Ok(channel) => return Some(leader::lock_key(&channel, config.stream_name.as_str())),
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot name the relay lock yet");
+                if !backoff.wait(shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Publishes until `shutdown`: the listener and the publish loop of one active term.
+async fn publish(
+    config: RelayConfig,
+    client: async_nats::Client,
+    store: EventStore,
+    shutdown: CancellationToken,
+) -> Result<(), RelayError> {
     // The listener stops with the relay, whichever way the relay ends.
     let listener_shutdown = shutdown.child_token();
     let _stop_listener = listener_shutdown.clone().drop_guard();

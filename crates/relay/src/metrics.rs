@@ -13,6 +13,10 @@ pub const LAG_POSITIONS: &str = "dealstream_relay_lag_positions";
 pub const LAG_SECONDS: &str = "dealstream_relay_lag_seconds";
 /// Position of the last event confirmed in the stream.
 pub const LAST_PUBLISHED_POSITION: &str = "dealstream_relay_last_published_position";
+/// 1 while this relay holds the lock and publishes, 0 while it stands by.
+pub const ACTIVE: &str = "dealstream_relay_active";
+/// Times this relay took the lock and became the active publisher.
+pub const TAKEOVERS_TOTAL: &str = "dealstream_relay_takeovers_total";
 /// Publish sessions interrupted by a passing failure and retried after a pause, labelled with
 /// `cause`: `nats`, `event_store` or `out_of_step`.
 pub const RETRIES_TOTAL: &str = "dealstream_relay_retries_total";
@@ -23,6 +27,8 @@ pub(crate) struct RelayMetrics {
     lag_positions: Gauge,
     lag_seconds: Gauge,
     last_published: Gauge,
+    active: Gauge,
+    takeovers: Counter,
 }
 
 impl RelayMetrics {
@@ -47,12 +53,31 @@ impl RelayMetrics {
             RETRIES_TOTAL,
             "Publish sessions interrupted by a passing NATS or PostgreSQL failure and retried"
         );
+        describe_gauge!(
+            ACTIVE,
+            "1 while this relay holds the lock and is the active publisher, 0 while it stands by"
+        );
+        describe_counter!(
+            TAKEOVERS_TOTAL,
+            "Times this relay took the lock and became the active publisher"
+        );
         RelayMetrics {
+            active: gauge!(ACTIVE),
+            takeovers: counter!(TAKEOVERS_TOTAL),
             published: counter!(EVENTS_PUBLISHED_TOTAL),
             lag_positions: gauge!(LAG_POSITIONS),
             lag_seconds: gauge!(LAG_SECONDS),
             last_published: gauge!(LAST_PUBLISHED_POSITION),
         }
+    }
+
+    pub(crate) fn active(&self, active: bool) {
+        self.active.set(if active { 1.0 } else { 0.0 });
+    }
+
+    pub(crate) fn became_active(&self) {
+        self.takeovers.increment(1);
+        self.active(true);
     }
 
     pub(crate) fn published(&self, position: i64) {

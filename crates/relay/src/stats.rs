@@ -5,7 +5,7 @@
 //! not query the store while nothing happens.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// Cheap to clone; all clones share the counters.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +24,7 @@ struct Inner {
     polls: AtomicU64,
     listener_connects: AtomicU64,
     last_published_position: AtomicI64,
+    active: AtomicBool,
 }
 
 impl RelayStats {
@@ -71,6 +72,15 @@ impl RelayStats {
     /// The position of the last event known to be in the stream; 0 before the first resume.
     pub fn last_published_position(&self) -> i64 {
         self.inner.last_published_position.load(Ordering::Relaxed)
+    }
+
+    /// True while this relay holds the lock and publishes; false while it stands by.
+    pub fn is_active(&self) -> bool {
+        self.inner.active.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_active(&self, active: bool) {
+        self.inner.active.store(active, Ordering::Relaxed);
     }
 
     pub(crate) fn count_store_read(&self) {

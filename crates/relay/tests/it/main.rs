@@ -10,6 +10,7 @@
 mod crash;
 mod database_errors;
 mod end_to_end;
+mod failover;
 mod idle;
 mod metrics;
 mod nats_outage;
