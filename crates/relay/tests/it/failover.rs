@@ -47,7 +47,7 @@ async fn a_standby_relay_takes_over_when_the_active_one_dies() {
     let _cleanup = stream_guard(&first);
     let jetstream = jetstream::new(shared_client().await);
 
-    let mut relays = vec![
+    let mut relays = [
         Some(RunningRelay::start(first.clone(), store.clone())),
         Some(RunningRelay::start(second.clone(), store.clone())),
     ];
