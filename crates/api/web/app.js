@@ -183,9 +183,15 @@ async function tokenMissing() {
   }
 }
 
-async function refreshTimeViews() {
+/** Shows the chosen day beside the slider, and to screen readers as the slider's value. */
+function showDay() {
   $("day-shown").textContent = describeTime();
   picker.value = chosenDay();
+  slider.setAttribute("aria-valuetext", formatDay(chosenDay()));
+}
+
+async function refreshTimeViews() {
+  showDay();
   if (await tokenMissing()) {
     showStatus("This node wants an API token: enter one at the top.", true);
     return;
@@ -223,8 +229,7 @@ function start() {
 
   let pending = null;
   slider.addEventListener("input", () => {
-    $("day-shown").textContent = describeTime();
-    picker.value = chosenDay();
+    showDay();
     clearTimeout(pending);
     pending = setTimeout(refreshTimeViews, 250);
   });
