@@ -37,9 +37,11 @@ pub mod vars {
     pub const COMMAND_RETENTION_DAYS: &str = "DEALSTREAM_COMMAND_RETENTION_DAYS";
     /// How long an HTTP request may run before it is answered 503.
     pub const HTTP_REQUEST_TIMEOUT: &str = "DEALSTREAM_HTTP_REQUEST_TIMEOUT";
+    /// Socket address of the admin server (`/healthz`, `/readyz`, `/metrics`); unset: none.
+    pub const ADMIN_ADDR: &str = "DEALSTREAM_ADMIN_ADDR";
 
     /// Every variable above, in the order they are documented.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         DATABASE_URL,
         NATS_URL,
         HTTP_ADDR,
@@ -49,6 +51,7 @@ pub mod vars {
         LOG_FORMAT,
         COMMAND_RETENTION_DAYS,
         HTTP_REQUEST_TIMEOUT,
+        ADMIN_ADDR,
     ];
 }
 
@@ -92,6 +95,8 @@ pub struct Settings {
     pub command_retention_days: u32,
     /// `DEALSTREAM_HTTP_REQUEST_TIMEOUT`: `15s`, `500ms` or plain seconds.
     pub http_request_timeout: Duration,
+    /// `DEALSTREAM_ADMIN_ADDR`: where every process serves health, readiness and metrics.
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -189,6 +194,18 @@ impl Settings {
             })?,
         };
 
+        let admin_addr = given
+            .get(vars::ADMIN_ADDR)
+            .map(|text| {
+                text.trim().parse::<SocketAddr>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "invalid {}={text:?}: expected an IP address and port such as 0.0.0.0:9090",
+                        vars::ADMIN_ADDR
+                    )
+                })
+            })
+            .transpose()?;
+
         Ok(Settings {
             database_url,
             nats_url,
@@ -199,6 +216,7 @@ impl Settings {
             log_format,
             command_retention_days,
             http_request_timeout,
+            admin_addr,
         })
     }
 }
@@ -216,6 +234,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             command_retention_days: DEFAULT_COMMAND_RETENTION_DAYS,
             http_request_timeout: DEFAULT_HTTP_REQUEST_TIMEOUT,
+            admin_addr: None,
         }
     }
 }
@@ -548,6 +567,18 @@ mod tests {
     fn an_empty_config_path_means_no_file() {
         let parsed = settings(&[("DEALSTREAM_CONFIG", "")]).unwrap();
         assert_eq!(parsed.config_path, None);
+    }
+
+    #[test]
+    fn the_admin_address_is_optional_and_checked() {
+        assert_eq!(settings(&[]).unwrap().admin_addr, None);
+        let parsed = settings(&[("DEALSTREAM_ADMIN_ADDR", "0.0.0.0:9090")]).unwrap();
+        assert_eq!(parsed.admin_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        let message = error_text(&[("DEALSTREAM_ADMIN_ADDR", "localhost")]);
+        assert!(
+            message.contains("DEALSTREAM_ADMIN_ADDR") && message.contains("localhost"),
+            "{message}"
+        );
     }
 
     #[test]
