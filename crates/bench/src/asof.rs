@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use platform::CancellationToken;
 use projector::{Projection, RebuildOptions};
 
@@ -68,7 +68,7 @@ pub async fn run(
     let store = deployment.store();
     let target = options.asof_events.max(1);
     progress.counted("asof: appending history", target);
-    let written = history::append(store, target, progress, 0).await?;
+    let written = history::append(store, target, progress, 0, TimeDelta::zero()).await?;
     progress.counted(
         format!("asof: forecast tables and snapshots over {written} events"),
         written,

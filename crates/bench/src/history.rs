@@ -154,16 +154,23 @@ pub fn deal_history(index: u64, now: DateTime<Utc>) -> anyhow::Result<StreamAppe
 }
 
 /// Appends deals until at least `events` opportunity events were written; returns how many.
-/// `progress` counts from `already` towards `already + events`.
+/// `progress` counts from `already` towards `already + events`. The deals occur evenly over the
+/// `span` before now, each request's deals on one day, in `occurred_at` and in their dates (all
+/// now when `span` is zero).
 pub async fn append(
     store: &EventStore,
     events: u64,
     progress: &Progress,
     already: u64,
+    span: TimeDelta,
 ) -> anyhow::Result<u64> {
     let deals = events.div_ceil(EVENTS_PER_DEAL);
     let appended = Arc::new(AtomicU64::new(0));
     let now = Utc::now();
+    let occurred = |first: u64| {
+        let elapsed = span.num_seconds() as f64 * (first as f64 / deals as f64);
+        (!span.is_zero()).then(|| now - span + TimeDelta::seconds(elapsed as i64))
+    };
     let mut requests = JoinSet::new();
     let mut first = 0;
     while first < deals || !requests.is_empty() {
@@ -172,16 +179,17 @@ pub async fn append(
             let (store, appended) = (store.clone(), appended.clone());
             // Indices continue across calls so that a second call adds different deals.
             let offset = already / EVENTS_PER_DEAL;
+            let occurred_at = occurred(first);
             requests.spawn(async move {
                 let streams = (first..last)
-                    .map(|index| deal_history(offset + index, now))
+                    .map(|index| deal_history(offset + index, occurred_at.unwrap_or(now)))
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 let count: usize = streams.iter().map(|stream| stream.events.len()).sum();
                 store
                     .append(AppendRequest {
                         command_id: Uuid::now_v7(),
                         fingerprint: None,
-                        occurred_at: None,
+                        occurred_at,
                         streams,
                     })
                     .await?;

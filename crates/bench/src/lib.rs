@@ -11,6 +11,7 @@
 //!
 //! Read next: `commands` (the shape every scenario follows), then `deployment`.
 
+mod analytics;
 mod asof;
 mod commands;
 mod deployment;
@@ -51,6 +52,8 @@ pub enum Scenario {
     Timers,
     /// The forecast as of random instants over a large history, beside the live forecast.
     Asof,
+    /// Historical win rates and a six-quarter backtest over a large history, beside reading it.
+    Analytics,
     /// Every scenario.
     All,
 }
@@ -96,6 +99,10 @@ pub struct BenchOptions {
     /// recent one).
     #[arg(long, default_value_t = 200)]
     pub asof_queries: usize,
+    /// Opportunity events, occurred over the last 18 months, that `analytics` computes win rates
+    /// and a backtest over.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub analytics_events: u64,
     /// Follow-ups that fall due at one instant in `timers`.
     #[arg(long, default_value_t = 2_000)]
     pub timers: usize,
@@ -170,6 +177,12 @@ pub async fn run(
     if scenario.includes(Scenario::Asof) {
         let deployment = Deployment::start(database_url, nats_url).await?;
         let outcome = asof::run(&deployment, options, &progress, &mut report).await;
+        deployment.stop().await;
+        outcome?;
+    }
+    if scenario.includes(Scenario::Analytics) {
+        let deployment = Deployment::start(database_url, nats_url).await?;
+        let outcome = analytics::run(&deployment, options, &progress, &mut report).await;
         deployment.stop().await;
         outcome?;
     }

@@ -9,6 +9,7 @@
 //! of the same kind, from memory: no store reads and no expected-last-sequence chain. What the
 //! relay adds over it is exactly those two.
 
+use chrono::TimeDelta;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ pub async fn run(
     let store = deployment.store();
     let backlog = options.backlog.max(1);
     progress.counted("relay: appending the backlog", backlog);
-    history::append(store, backlog, progress, 0).await?;
+    history::append(store, backlog, progress, 0, TimeDelta::zero()).await?;
     let head = store.head_position().await?;
     let in_flight = relay::DEFAULT_MAX_IN_FLIGHT;
 

@@ -107,6 +107,7 @@ pub struct RunSettings {
     pub backlog: u64,
     pub rebuild_events: u64,
     pub asof_events: u64,
+    pub analytics_events: u64,
     pub timers: usize,
     /// Pool size and the services' tuning, as the scenarios ran them.
     pub services: BTreeMap<&'static str, u64>,
@@ -183,6 +184,7 @@ impl Report {
                 backlog: options.backlog,
                 rebuild_events: options.rebuild_events,
                 asof_events: options.asof_events,
+                analytics_events: options.analytics_events,
                 timers: options.timers,
                 services,
             },

@@ -14,16 +14,18 @@
 //!
 //! The walk realises exactly that: a deal in stage S moves on with probability
 //! `BASE_WIN[S] / BASE_WIN[S + 1]` and is lost otherwise, and a deal in `negotiation` is won with
-//! probability `BASE_WIN[negotiation]` × the owner's and the source's factors. On the way, deals
-//! slip (an open deal whose expected close date comes near is moved 2 to 6 weeks later), some
-//! are closed lost by mistake and reopened in their stage days later, some lost ones come back
-//! weeks later and are lost again, and amounts and probabilities are revised. Deals still open at
-//! the end are the pipeline of today.
+//! probability `BASE_WIN[negotiation]` × the owner's and the source's factors. Sales cycles last
+//! three to six months: each stage takes about its share of the time to the expected close date,
+//! and the outcome is decided on that date. On the way, a quarter of the deals in negotiation
+//! slip (their expected close date moves 2 to 6 weeks later shortly before it), some are closed
+//! lost by mistake and reopened in their stage days later, some lost ones come back weeks later
+//! and are lost again, and amounts and probabilities are revised. Deals still open at the end are
+//! the pipeline of today.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, Duration, Months, NaiveDate, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, Duration, Months, NaiveDate, NaiveTime, SecondsFormat, TimeDelta, Utc};
 use commands::CommandHandler;
 use domain::opportunity::OpportunityStatus;
 use domain::values::{LeadId, OpportunityId};
@@ -35,7 +37,9 @@ use crate::import::{Importer, import, uuid_v7_at};
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// How many leads to capture over the whole history.
-    #[arg(long, default_value_t = 300)]
+    // Enough deals that a quarter's wins are not a handful, so that a backtest of the history
+    // measures the forecast rather than chance.
+    #[arg(long, default_value_t = 1500)]
     leads: u32,
     /// How many months of history, ending today.
     #[arg(long, default_value_t = 18)]
@@ -84,7 +88,11 @@ pub const STAGES: [&str; 4] = ["new", "contacted", "quoted", "negotiation"];
 
 /// P(won | the deal reached the stage), before the owner's and the source's factors, in the
 /// order of [`STAGES`]. Increasing, so that moving on from a stage is a probability.
-pub const BASE_WIN: [f64; 4] = [0.15, 0.25, 0.40, 0.60];
+pub const BASE_WIN: [f64; 4] = [0.20, 0.28, 0.36, 0.45];
+
+/// The chance that a deal in negotiation slips: its expected close date moves weeks later
+/// shortly before the decision.
+const SLIP_CHANCE: f64 = 0.25;
 
 /// Each owner's factor on the win propensity (a deal's owner from its creation; the demo never
 /// changes owners).
@@ -304,7 +312,8 @@ impl Story {
             return;
         }
         let deal_id = uuid_v7_at(decided_at, random.tail()).to_string();
-        let close_date = (decided_at + random.days(30, 120)).date_naive();
+        // Sales cycles of three to six months, as business-to-business deals take.
+        let close_date = (decided_at + random.days(90, 180)).date_naive();
         let currency = match random.below(100) {
             0..50 => "EUR",
             50..85 => "USD",
@@ -332,31 +341,41 @@ impl Story {
     }
 
     /// Walks a deal through the stages to its outcome; see the module's documentation for the
-    /// probabilities. Stops where the history ends.
+    /// probabilities. Each stage takes about its share of the time left to the expected close
+    /// date, and the outcome is decided on that date, so that a forecast taken months ahead
+    /// already holds the deals its period will close. Stops where the history ends.
     fn walk(&mut self, random: &mut Random, mut deal: Deal, factor: f64) {
-        let mut stage = 0;
-        loop {
-            deal.at += random.days(3, 25);
-            if !self.slip(random, &mut deal) {
-                return;
+        for stage in 0..STAGES.len() {
+            let last = stage + 1 == STAGES.len();
+            if last {
+                if random.chance(SLIP_CHANCE) && !self.slip(random, &mut deal) {
+                    return;
+                }
+                deal.at =
+                    deal.at.max(deal.decision_at()) + Duration::minutes(random.below(480) as i64);
+            } else {
+                let stages_left = (STAGES.len() - stage) as i64;
+                let left = (deal.decision_at() - deal.at).num_minutes().max(0);
+                let stint = left / stages_left * random.between(70, 100) as i64 / 100;
+                deal.at += Duration::minutes(stint) + Duration::hours(1);
             }
-            let moves_on = match STAGES.get(stage + 1) {
-                Some(_) => random.chance(BASE_WIN[stage] / BASE_WIN[stage + 1]),
-                None => random.chance(win_propensity(stage, factor, 1.0)),
+            let moves_on = if last {
+                random.chance(win_propensity(stage, factor, 1.0))
+            } else {
+                random.chance(BASE_WIN[stage] / BASE_WIN[stage + 1])
             };
             if !moves_on {
                 self.lose(random, &deal);
                 return;
             }
-            if stage + 1 == STAGES.len() {
+            if last {
                 self.say(deal.at, "close", &deal.id, json!({"outcome": "won"}));
                 return;
             }
             if random.chance(0.04) && !self.lost_by_mistake(random, &mut deal, STAGES[stage]) {
                 return;
             }
-            stage += 1;
-            if !self.enter(random, &mut deal, STAGES[stage]) {
+            if !self.enter(random, &mut deal, STAGES[stage + 1]) {
                 return;
             }
         }
@@ -391,14 +410,12 @@ impl Story {
         true
     }
 
-    /// Moves the expected close date 2 to 6 weeks later when the deal, still open, gets within
-    /// a week of it: the deal slips. Returns whether the history goes on.
+    /// A few days before the decision, the expected close date moves 2 to 6 weeks later: the
+    /// deal slips, out of its period when the new date lies in the next one. Returns whether the
+    /// history goes on.
     fn slip(&mut self, random: &mut Random, deal: &mut Deal) -> bool {
-        let now = deal.at.date_naive();
-        if deal.close_date - now > Duration::days(7) {
-            return true;
-        }
-        deal.close_date = now + random.days(14, 42);
+        deal.at = deal.at.max(deal.decision_at() - random.days(3, 10));
+        deal.close_date += random.days(14, 42);
         let body = json!({"expected_close_date": deal.close_date.to_string()});
         self.say(deal.at, "change_close_date", &deal.id, body)
     }
@@ -436,6 +453,15 @@ struct Deal {
     currency: &'static str,
     /// The time of its latest line.
     at: DateTime<Utc>,
+}
+
+impl Deal {
+    /// When its outcome is decided: the morning of its expected close date.
+    fn decision_at(&self) -> DateTime<Utc> {
+        self.close_date
+            .and_time(NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default())
+            .and_utc()
+    }
 }
 
 /// The read models of the whole store, folded in memory with the projector's own rules, so that

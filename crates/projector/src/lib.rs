@@ -19,6 +19,7 @@
 
 pub mod analytics;
 pub mod asof;
+pub mod backtest;
 mod error;
 mod persist;
 pub mod read;

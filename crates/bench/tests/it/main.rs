@@ -26,6 +26,7 @@ fn tiny(scenario: Scenario) -> BenchOptions {
     options.rebuild_events = 5_000;
     options.asof_events = 5_000;
     options.asof_queries = 10;
+    options.analytics_events = 5_000;
     options.timers = 20;
     options.json = true;
     options
@@ -162,5 +163,32 @@ async fn a_small_asof_run_reads_each_kind_of_instant_against_the_live_forecast()
         old.extra
             .get("old_vs_recent_p50")
             .is_some_and(|ratio| *ratio > 0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_analytics_run_computes_win_rates_and_a_backtest_beside_the_read() {
+    let report = run(Scenario::Analytics).await;
+    for scenario in ["analytics-win-rates", "analytics-backtest"] {
+        assert_measured(&report, scenario, 5_000, "analytics-read");
+    }
+    let rates = report
+        .figure("analytics-win-rates", 5_000)
+        .expect("win rates");
+    // Half the generated deals are closed, those of the last year within the look-back.
+    assert!(
+        rates
+            .extra
+            .get("closes_counted")
+            .is_some_and(|closes| *closes > 0.0)
+    );
+    let backtest = report
+        .figure("analytics-backtest", 5_000)
+        .expect("backtest");
+    assert!(
+        backtest
+            .extra
+            .get("quarters")
+            .is_some_and(|quarters| *quarters >= 6.0)
     );
 }
