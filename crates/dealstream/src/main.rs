@@ -3,11 +3,13 @@
 //! subcommand's logic lives in a library crate; this file only connects them and reports how
 //! they ended.
 
+mod admin;
 mod backtest;
 mod demo;
 mod forecast;
 mod import;
 mod progress;
+mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use commands::{CommandHandler, SystemClock};
 use eventstore::EventStore;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use platform::{CancellationToken, Settings};
 use projector::Projection;
 use tokio::task::JoinSet;
@@ -70,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The HTTP API's bearer tokens (docs/security.md).
+    Tokens {
+        #[command(subcommand)]
+        command: tokens::TokensCommand,
+    },
     /// Measures throughput and latency beside baselines taken in the same run, in a scratch
     /// schema of the configured database.
     Bench(bench::BenchOptions),
@@ -107,9 +114,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
     platform::telemetry::init(settings.log_format);
-    let metrics = PrometheusBuilder::new()
-        .install_recorder()
-        .context("could not install the metrics recorder")?;
+    let metrics = admin::install_recorder()?;
     let shutdown = platform::shutdown_signal();
     let result = match cli.command {
         Command::Migrate => open(&settings)
@@ -143,7 +148,13 @@ async fn main() -> anyhow::Result<()> {
                 handler: &node.handler,
                 default_owner: rules(&settings)?.routing.default_owner,
             };
-            demo::run(&importer, &arguments).await
+            demo::run(&importer, &arguments).await?;
+            // The API wants a token; the demo's reader gets a manager's to try it with.
+            let token =
+                tokens::create(&node.store, "demo-manager", api::auth::Role::Manager, None).await?;
+            println!("\nA manager token to try the API with (id {}):", token.id);
+            println!("{}", token.token);
+            Ok(())
         }
         Command::Import(arguments) => {
             let node = open(&settings).await?;
@@ -174,6 +185,10 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => tail(&settings, from_position, subject, &shutdown).await,
         Command::Bench(options) => run_bench(&settings, &options).await,
+        Command::Tokens { command } => {
+            let node = open(&settings).await?;
+            tokens::run(&node.store, &command).await
+        }
     };
     if let Err(error) = &result {
         tracing::error!(
@@ -286,6 +301,7 @@ async fn services(
     let nats = relay::connect(&settings.nats_url)
         .await
         .context("NATS_URL")?;
+    let mut checks = common_checks(&node, &nats);
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     let mut names = HashMap::new();
     // The relay stops last, so that events appended by requests and reactions still finishing
@@ -340,13 +356,28 @@ async fn services(
                         })
                         .with_metrics(Arc::new(move || render.render()))
                         .with_prior_weight(rules.prior_weight);
+                let state = match settings.rate_limit {
+                    Some(per_second) => state.with_rate_limit(per_second),
+                    None => state,
+                };
+                let state = if settings.authentication {
+                    state
+                } else {
+                    state.with_authentication_off()
+                };
+                let router =
+                    api::router(state).route_layer(axum::middleware::from_fn(admin::track_http));
+                tracing::info!(address = %settings.http_addr, "api listening");
                 tasks.spawn(async move {
-                    let served = api::serve(listener, state, stop).await;
+                    let served = axum::serve(listener, router)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await;
                     ("api", served.context("http server failed"))
                 })
             }
             Service::Relay => {
                 let config = relay::RelayConfig::from_settings(settings)?;
+                checks.push(relay_check(config.stats.clone(), node.store.clone()));
                 let (client, store) = (nats.clone(), node.store.clone());
                 tasks.spawn(async move {
                     let relayed = relay::run_with_client(config, client, store, stop).await;
@@ -359,6 +390,14 @@ async fn services(
                     settings.nats_stream.as_str(),
                     settings.subject_prefix.as_str(),
                 );
+                for projection in projections {
+                    checks.push(consumer_check(
+                        projection.name(),
+                        &nats,
+                        settings,
+                        config.durable_name(*projection),
+                    ));
+                }
                 let (projections, store) = (projections.clone(), node.store.clone());
                 let client = nats.clone();
                 tasks.spawn(async move {
@@ -370,6 +409,12 @@ async fn services(
             Service::Workflow => {
                 let config = rules.clone();
                 let options = workflow::ServiceOptions::from_settings(settings);
+                checks.push(consumer_check(
+                    "workflow",
+                    &nats,
+                    settings,
+                    options.durable_name(),
+                ));
                 let (handler, client) = (node.handler.clone(), nats.clone());
                 tasks.spawn(async move {
                     let clock = Arc::new(SystemClock);
@@ -380,6 +425,15 @@ async fn services(
         };
         names.insert(handle.id(), name);
     }
+    // Stopped last, so probes keep answering while the services drain.
+    let admin_stop = CancellationToken::new();
+    let _stop_admin = admin_stop.clone().drop_guard();
+    let admin_server = match settings.admin_addr {
+        Some(address) => {
+            Some(admin::serve(address, checks, metrics.clone(), admin_stop.clone()).await?)
+        }
+        None => None,
+    };
     let mut failures = Vec::new();
     while let Some(finished) = tasks.join_next_with_id().await {
         let (name, outcome) = match finished {
@@ -404,11 +458,96 @@ async fn services(
             relay_stop.cancel();
         }
     }
+    admin_stop.cancel();
+    if let Some(server) = admin_server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failures.push(format!("admin: {error:#}")),
+            Err(error) => failures.push(format!("admin panicked: {error}")),
+        }
+    }
     if failures.is_empty() {
         Ok(())
     } else {
         bail!("{}", failures.join("; "))
     }
+}
+
+/// What every process's `/readyz` checks: the database and the NATS connection.
+fn common_checks(node: &Node, nats: &relay::NatsClient) -> Vec<admin::Check> {
+    let pool = node.store.pool().clone();
+    let client = nats.clone();
+    vec![
+        admin::Check::new("database", move || {
+            let pool = pool.clone();
+            async move {
+                let answered = match pool.get().await {
+                    Ok(connection) => connection.simple_query("select 1").await.map(drop),
+                    Err(error) => return admin::Outcome::failed(error.to_string()),
+                };
+                match answered {
+                    Ok(()) => admin::Outcome::ok(serde_json::json!("ok")),
+                    Err(error) => admin::Outcome::failed(error.to_string()),
+                }
+            }
+        }),
+        admin::Check::new("nats", move || {
+            let state = relay::nats_state(&client);
+            async move {
+                if state.is_connected() {
+                    admin::Outcome::ok(serde_json::json!("ok"))
+                } else {
+                    admin::Outcome::failed("not connected")
+                }
+            }
+        }),
+    ]
+}
+
+/// The relay's entry of `/readyz`: whether it is the active publisher and, when it is, how far
+/// behind the store it is. A standby is ready: it is waiting on purpose.
+fn relay_check(stats: relay::RelayStats, store: EventStore) -> admin::Check {
+    admin::Check::new("relay", move || {
+        let (stats, store) = (stats.clone(), store.clone());
+        async move {
+            if !stats.is_active() {
+                return admin::Outcome::ok(serde_json::json!({ "active": false }));
+            }
+            let published = stats.last_published_position();
+            let lag = store
+                .head_position()
+                .await
+                .map(|head| serde_json::json!((head - published).max(0)))
+                .unwrap_or_else(|error| serde_json::json!(error.to_string()));
+            admin::Outcome::ok(serde_json::json!({
+                "active": true,
+                "last_published_position": published,
+                "lag_positions": lag,
+            }))
+        }
+    })
+}
+
+/// A durable consumer's entry of `/readyz`: the events it has not acknowledged yet. A lag is
+/// reported, not refused: a projector catching up after a restart is still the one to run.
+fn consumer_check(
+    name: &'static str,
+    nats: &relay::NatsClient,
+    settings: &Settings,
+    durable: String,
+) -> admin::Check {
+    let client = nats.clone();
+    let stream = settings.nats_stream.as_str().to_owned();
+    admin::Check::new(name, move || {
+        let (client, stream, durable) = (client.clone(), stream.clone(), durable.clone());
+        async move {
+            let lag = relay::consumer_lag(&client, &stream, &durable)
+                .await
+                .map(|lag| serde_json::json!(lag))
+                .unwrap_or_else(|error| serde_json::json!(error.to_string()));
+            admin::Outcome::ok(serde_json::json!({ "consumer": durable, "lag_events": lag }))
+        }
+    })
 }
 
 async fn rebuild(

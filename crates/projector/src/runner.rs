@@ -137,6 +137,46 @@ pub async fn run(
     run_with_client(config, client, store, projections, shutdown).await
 }
 
+/// The projector's Prometheus metrics, each labelled with its `projection`.
+pub mod metric_names {
+    /// Messages the projection's consumer has not been delivered yet, after the last batch.
+    pub const LAG_MESSAGES: &str = "dealstream_projector_lag_messages";
+    /// Age of the last event applied while messages were still pending, 0 when caught up.
+    pub const LAG_SECONDS: &str = "dealstream_projector_lag_seconds";
+    /// The projection's checkpoint: the position of the last event applied.
+    pub const CHECKPOINT_POSITION: &str = "dealstream_projector_checkpoint_position";
+    /// Events applied to the read model.
+    pub const EVENTS_APPLIED: &str = "dealstream_projector_events_applied_total";
+    /// Messages that were not a readable event envelope and were skipped.
+    pub const EVENTS_MALFORMED: &str = "dealstream_projector_events_malformed_total";
+    /// Batches interrupted by a passing failure and retried.
+    pub const RETRIES: &str = "dealstream_projector_retries_total";
+
+    pub(crate) fn describe() {
+        metrics::describe_gauge!(
+            LAG_MESSAGES,
+            "Messages the projection's consumer has not been delivered yet"
+        );
+        metrics::describe_gauge!(
+            LAG_SECONDS,
+            "Age in seconds of the last event applied while more were pending, 0 when caught up"
+        );
+        metrics::describe_gauge!(
+            CHECKPOINT_POSITION,
+            "Position of the last event the projection applied"
+        );
+        metrics::describe_counter!(EVENTS_APPLIED, "Events applied to the read model");
+        metrics::describe_counter!(
+            EVENTS_MALFORMED,
+            "Messages that were not a readable event envelope and were skipped"
+        );
+        metrics::describe_counter!(
+            RETRIES,
+            "Projection batches interrupted by a passing failure and retried"
+        );
+    }
+}
+
 /// As [`run`], on an existing NATS client (so that one process shares one connection).
 pub async fn run_with_client(
     config: ProjectorConfig,
@@ -145,6 +185,7 @@ pub async fn run_with_client(
     projections: &[Projection],
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
+    metric_names::describe();
     let mut backoff = Backoff::new(&config);
     loop {
         match migrate(store.pool()).await {
@@ -370,15 +411,15 @@ impl Worker {
         };
         let labels = [("projection", self.projection.name())];
         let pending_messages = last.info().map(|info| info.pending).unwrap_or(0);
-        metrics::gauge!("projector_lag_positions", &labels).set(pending_messages as f64);
+        metrics::gauge!(metric_names::LAG_MESSAGES, &labels).set(pending_messages as f64);
         let lag_seconds = match (pending_messages, events.last()) {
             (0, _) | (_, None) => 0.0,
             (_, Some(event)) => {
                 (Utc::now() - event.recorded_at).num_milliseconds().max(0) as f64 / 1000.0
             }
         };
-        metrics::gauge!("projector_lag_seconds", &labels).set(lag_seconds);
-        metrics::gauge!("projector_checkpoint_position", &labels).set(reached as f64);
+        metrics::gauge!(metric_names::LAG_SECONDS, &labels).set(lag_seconds);
+        metrics::gauge!(metric_names::CHECKPOINT_POSITION, &labels).set(reached as f64);
 
         self.config.fault(self.projection, FaultPoint::BeforeAck)?;
         // Acknowledgement policy "all": acknowledging the last message covers the batch. A lost
@@ -493,10 +534,9 @@ async fn commit_batch(
         transaction.commit().await?;
         reached = last_applied;
         let labels = [("projection", projection.name())];
-        metrics::counter!("projector_events_applied_total", &labels).increment(applied.events);
+        metrics::counter!(metric_names::EVENTS_APPLIED, &labels).increment(applied.events);
         if applied.malformed > 0 {
-            metrics::counter!("projector_events_malformed_total", &labels)
-                .increment(applied.malformed);
+            metrics::counter!(metric_names::EVENTS_MALFORMED, &labels).increment(applied.malformed);
         }
         if let Some(error) = applied.stopped {
             return Err(error);
@@ -548,7 +588,7 @@ impl Backoff {
         } else {
             tracing::warn!(projection = what, error = %chain, retry_in_ms, "projection interrupted, retrying");
         }
-        metrics::counter!("projector_retries_total", "projection" => what).increment(1);
+        metrics::counter!(metric_names::RETRIES, "projection" => what).increment(1);
         if error.is_stale_statement() {
             // Every pooled connection may hold the invalidated statement; dropping them all
             // makes the next use prepare it again against the new schema.

@@ -34,6 +34,8 @@ use async_nats::jetstream;
 use eventstore::EventStore;
 use platform::{CancellationToken, ConnectionUrl};
 
+/// The NATS client every service shares, so the binary needs no NATS dependency of its own.
+pub use async_nats::Client as NatsClient;
 pub use config::{
     DEFAULT_ACK_TIMEOUT, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_DUPLICATE_WINDOW,
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_POLL_INTERVAL, DEFAULT_READ_BATCH, FailPoint, RelayConfig,
@@ -41,6 +43,7 @@ pub use config::{
 pub use error::{BoxError, RelayError};
 pub use leader::{ATTEMPT_INTERVAL, CHECK_INTERVAL, CHECK_TIMEOUT};
 pub use stats::RelayStats;
+pub use stream::consumer_lag;
 pub use tail::{TailOptions, start_sequence, tail};
 
 /// What `/readyz` reports about NATS.

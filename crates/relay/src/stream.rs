@@ -161,3 +161,23 @@ pub(crate) async fn resume_point(
         last_event_id: message_id_of(&message.headers).map(str::to_owned),
     })
 }
+
+/// Messages of the stream a durable consumer has not had acknowledged yet (pending plus awaiting
+/// their ack): the lag `/readyz` reports for the projector and the workflow.
+pub async fn consumer_lag(
+    client: &async_nats::Client,
+    stream_name: &str,
+    durable: &str,
+) -> Result<u64, RelayError> {
+    let jetstream = jetstream::new(client.clone());
+    let stream = jetstream
+        .get_stream(stream_name)
+        .await
+        .map_err(RelayError::nats)?;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(durable)
+        .await
+        .map_err(RelayError::nats)?;
+    let info = consumer.info().await.map_err(RelayError::nats)?;
+    Ok(info.num_pending + info.num_ack_pending as u64)
+}
