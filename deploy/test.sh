@@ -11,6 +11,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash deploy/services.sh
 
+# The browser test (tests/browser) drives Debian's chromium through its chromedriver.
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "test: chromium is missing; run: sudo apt-get install -y chromium chromium-driver" >&2
+        exit 1
+    fi
+    echo "test: installing chromium and chromium-driver" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver fonts-dejavu-core </dev/null >/dev/null
+fi
+
 # The API's tests drive a running node with two Python tools from PyPI: schemathesis fuzzes it
 # from its OpenAPI document, and openapi-python-client generates a client that a flow runs
 # through. They live in a venv under target/ (see crates/api/tests/it/python.rs); pip runs only
