@@ -1,5 +1,5 @@
 //! The functional core of dealstream: the events, commands and rules of leads, opportunities and
-//! pipelines (SPEC section 1), as pure `decide` and `evolve` functions.
+//! pipelines (docs/events.md), as pure `decide` and `evolve` functions.
 //!
 //! This crate deliberately has no async runtime, no database, messaging or HTTP dependency, and no
 //! clock or randomness: callers pass the current time and any new ids in commands. The command

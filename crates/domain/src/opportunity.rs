@@ -265,7 +265,7 @@ pub enum OpportunityCommand {
     },
 }
 
-/// A reminder with no scheduled follow-up behind it (SPEC 5), and the condition it fires on.
+/// A reminder with no scheduled follow-up behind it (stale deal, close date passed), and the condition it fires on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reminder {
     /// `stale-deal`: no activity for `stale_after`, and no follow-up planned after the time of

@@ -74,7 +74,7 @@ impl PipelineDefinition {
         Ok(Self { name, stages })
     }
 
-    /// The built-in pipeline of SPEC section 1.
+    /// The built-in pipeline every store starts with: new, contacted, quoted, negotiation.
     pub fn built_in_default() -> Self {
         let stage = |name: &str, percent: i128, forecast_category| StageDefinition {
             name: StageName::parse(name).expect("built-in stage names are slugs"),

@@ -1,6 +1,6 @@
 //! Validated value types shared by the aggregates.
 //!
-//! Each type has a parsing constructor that enforces the contract of SPEC section 1 and is used at
+//! Each type has a parsing constructor that enforces the contract of docs/events.md and is used at
 //! the command boundary. Deserialising a value (from a stored event) does not validate again: an
 //! event is a fact, and a rule that changes later (a currency withdrawn from ISO 4217, say) must not
 //! make history unreadable.

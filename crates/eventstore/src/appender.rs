@@ -2,8 +2,9 @@
 //! transactions.
 //!
 //! Every append transaction holds one advisory lock from before it reads the head position until
-//! it commits, so positions are handed out in commit order (SPEC section 2). That serializes
-//! appends; batching is what buys the throughput back. The task drains whatever requests are
+//! it commits, so positions are handed out in commit order and a reader never sees a later
+//! position before an earlier one. That serializes appends; batching is what buys the throughput
+//! back. The task drains whatever requests are
 //! queued, checks and answers each one on its own in memory, and writes all accepted events with
 //! one insert. Requests are independent: a conflict or a replay affects only its own request.
 //!

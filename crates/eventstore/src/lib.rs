@@ -1,4 +1,4 @@
-//! The append-only PostgreSQL event store of dealstream (SPEC section 2).
+//! The append-only PostgreSQL event store of dealstream.
 //!
 //! It owns the `events` and `commands` tables and their migrations, appending with optimistic
 //! concurrency (several streams at once, all or nothing), idempotent command ids, and reading a

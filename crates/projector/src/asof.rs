@@ -1,4 +1,4 @@
-//! The read models as of an earlier instant or position (SPEC section 8): the same answers the
+//! The read models as of an earlier instant or position (docs/forecasting.md): the same answers the
 //! queries in [`crate::read`] gave when their tables had applied exactly the events known then.
 //!
 //! Each answer starts from the nearest [`crate::snapshot`] at or before its horizon and folds

@@ -1,4 +1,4 @@
-//! The read side of dealstream (SPEC section 4): projections that follow the JetStream event
+//! The read side of dealstream: projections that follow the JetStream event
 //! stream and keep the pipeline and forecast read models in PostgreSQL, their rebuild from the
 //! event store, and the reads the API serves from them.
 //!

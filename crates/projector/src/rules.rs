@@ -90,7 +90,7 @@ impl DealView {
         )
     }
 
-    /// Rounded per deal, halves away from zero (SPEC section 1); sums add these figures.
+    /// Rounded per deal, halves away from zero; sums add these figures.
     pub fn weighted_amount(&self) -> i64 {
         weighted_amount(self.amount, self.probability())
     }
@@ -513,8 +513,9 @@ pub struct ForecastKey {
     pub currency: String,
 }
 
-/// The forecast figures of SPEC section 4. `deals` counts every deal in the cell, open or closed,
-/// so that a cell disappears exactly when no deal counts in it any more.
+/// The figures of one forecast cell (month, owner, pipeline, currency), as `GET /v1/forecast`
+/// answers them. `deals` counts every deal in the cell, open or closed, so that a cell
+/// disappears exactly when no deal counts in it any more.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForecastFigures {
     pub deals: Sum,
@@ -776,7 +777,7 @@ impl ReadModel {
 }
 
 /// The read models as they stood at `instant`: every event recorded at or before it, folded in
-/// position order. `recorded_at` never decreases as the position grows (SPEC section 2), so the
+/// position order. `recorded_at` never decreases as the position grows (the append takes a global lock), so the
 /// store as of an instant is a prefix of the log and the fold stops at the first later event.
 pub fn fold_until<'a>(
     events: impl IntoIterator<Item = &'a RecordedEvent>,

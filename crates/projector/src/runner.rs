@@ -4,7 +4,7 @@
 //!
 //! Why redelivery never has a second effect: every batch transaction first locks the
 //! projection's checkpoint row and skips events at or below it. Why nothing is skipped either:
-//! positions in the store have no gaps (SPEC section 2), so a batch that does not continue
+//! positions in the store have no gaps, so a batch that does not continue
 //! exactly from the checkpoint (a message lost, a payload that does not parse, a consumer created
 //! after the stream was trimmed, messages of a crashed leader still waiting for redelivery) is
 //! completed from the event store itself before anything is applied. JetStream is the transport

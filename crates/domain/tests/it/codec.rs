@@ -1,4 +1,4 @@
-//! The stored shape of events: `event_type`, `data` with SPEC section 1's field names, and the
+//! The stored shape of events: `event_type`, `data` with the field names of docs/events.md, and the
 //! decode path with its schema versions.
 
 use domain::codec::{CURRENT_SCHEMA_VERSION, DecodeError, decode, encode};

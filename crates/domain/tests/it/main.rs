@@ -1,5 +1,5 @@
 //! The domain crate's single integration test binary: given/when/then tests of every rule of
-//! SPEC section 1, the stored event shapes, and property tests for every decider.
+//! docs/events.md, the stored event shapes, and property tests for every decider.
 
 mod codec;
 mod decoder_fuzz;

@@ -6,7 +6,7 @@
 //! - folding the whole history from scratch gives the state the decider saw (replay is
 //!   deterministic), and `decide` gives the same answer twice;
 //! - every emitted event survives `codec::encode`, JSON text and `codec::decode`, and its `data`
-//!   carries the fields SPEC section 1 names;
+//!   carries the fields docs/events.md names;
 //! - the aggregate's own invariants hold (in each submodule).
 
 mod lead;

@@ -1,4 +1,4 @@
-//! The JSON Schemas of every event type's `data` under docs/schemas (SPEC section 1), checked
+//! The JSON Schemas of every event type's `data` under docs/schemas, checked
 //! against the code, the samples and docs/events.md.
 //!
 //! The files are generated from the `JsonSchema` derives of the event enums, so they cannot drift
@@ -872,12 +872,12 @@ fn every_event_type_has_a_schema_and_a_sample_that_matches_it() {
     assert_eq!(
         with_schema.len(),
         20,
-        "SPEC section 1 catalogs 20 event types"
+        "the event catalog of docs/events.md has 20 event types"
     );
 
     for (event_type, data) in &samples {
         check_data(event_type, data).unwrap_or_else(|problem| panic!("{problem}"));
-        // The field names of SPEC section 1 are all required, in the schema as in the data.
+        // The documented field names are all required, in the schema as in the data.
         let required = schema_of(event_type).expect("checked above").required();
         for field in crate::support::spec_fields(event_type) {
             assert!(

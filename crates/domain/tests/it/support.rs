@@ -169,7 +169,7 @@ pub fn revised_pipeline() -> PipelineDefinition {
     .expect("the revised pipeline is valid")
 }
 
-/// The fields of each event's `data` that SPEC section 1 names (more may be added, none renamed).
+/// The fields of each event's `data` that docs/events.md names (more may be added, none renamed).
 pub fn spec_fields(event_type: &str) -> &'static [&'static str] {
     match event_type {
         "LeadCaptured" => &["name", "company", "email", "country", "source"],
@@ -202,6 +202,6 @@ pub fn spec_fields(event_type: &str) -> &'static [&'static str] {
         "OpportunityClosed" => &["outcome", "reason", "closed_at"],
         "OpportunityReopened" => &["stage", "probability", "forecast_category"],
         "PipelineDefined" | "PipelineRevised" => &["name", "stages"],
-        other => panic!("{other} is not in SPEC section 1's event catalog"),
+        other => panic!("{other} is not in the event catalog of docs/events.md"),
     }
 }
