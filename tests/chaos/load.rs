@@ -77,9 +77,17 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn new(api_port: u16) -> Load {
+    pub fn new(api_port: u16, token: &str) -> Load {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}")
+                .parse()
+                .expect("a token is visible ASCII"),
+        );
         Load {
             http: reqwest::Client::builder()
+                .default_headers(headers)
                 .timeout(REQUEST_TIMEOUT)
                 .connect_timeout(Duration::from_secs(1))
                 .build()
@@ -124,7 +132,6 @@ impl Load {
                 .post(format!("{}{route}", self.base))
                 .header("Idempotency-Key", key.to_string())
                 .header("X-Correlation-Id", key.to_string())
-                .header("X-Actor", ACTOR)
                 .json(&body)
                 .send()
                 .await;

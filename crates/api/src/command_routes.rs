@@ -9,7 +9,6 @@ use commands::CommandResult;
 use domain::values::{FollowUpId, LeadId, OpportunityId, PipelineSlug};
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::command_bodies::{
     ActivityBody, AmountBody, CloseBody, CloseDateBody, CommandBody, EmptyBody, Fresh, LeadBody,
     OpportunityBody, OwnerBody, PipelineBody, ProbabilityBody, QualifyBody, ReasonBody, ReopenBody,
@@ -17,6 +16,7 @@ use crate::command_bodies::{
 };
 use crate::extract::{CommandRequest, path_uuid};
 use crate::problem::ApiError;
+use crate::{AppState, auth};
 
 type Answer = Result<(StatusCode, Json<CommandResult>), ApiError>;
 
@@ -32,7 +32,8 @@ async fn send<B: CommandBody>(
         now: app.handler.now(),
         id: Uuid::now_v7(),
     };
-    let command = request.body.command(target, &fresh)?;
+    let mut command = request.body.command(target, &fresh)?;
+    auth::check_ownership(app, &request.identity, &mut command).await?;
     let result = command
         .send(&app.handler, &request.context, &app.default_owner)
         .await?;

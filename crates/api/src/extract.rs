@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::auth::Identity;
 use crate::problem::ApiError;
 
 /// Bodies above this size are refused with 413 (SPEC section 6).
@@ -29,6 +30,7 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x1c1f_5f5e_8a8b_4b3e_9d0c_4
 /// A command request: its parsed body and the context built from its headers. While it lives, its
 /// idempotency key is registered as in flight, so that a concurrent repeat is told to wait.
 pub struct CommandRequest<T> {
+    pub identity: Identity,
     pub context: CommandContext,
     pub body: T,
     _in_flight: Option<InFlight>,
@@ -39,7 +41,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
-        let mut context = CommandContext::new(actor(&parts.headers)?);
+        // The authentication layer puts it into every /v1 request; the actor comes from it,
+        // never from a header the client chose.
+        let identity =
+            parts.extensions.get::<Identity>().cloned().ok_or_else(|| {
+                ApiError::Internal("a command request without an identity".into())
+            })?;
+        let mut context = CommandContext::new(format!("api:{}", identity.actor));
+        context.token_id = identity.token_id;
         context.expected_version = if_match(&parts.headers)?;
         let correlation_id = header_uuid(&parts.headers, "x-correlation-id")?;
         let key = idempotency_key(&parts.headers)?;
@@ -92,6 +101,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
         }
         let body = parse_body(json)?;
         Ok(CommandRequest {
+            identity,
             context,
             body,
             _in_flight: in_flight,
@@ -210,17 +220,6 @@ fn header_uuid(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>, ApiError
                 .map_err(|_| ApiError::BadRequest(format!("header {name} is not a UUID")))
         })
         .transpose()
-}
-
-/// The acting user, from `X-Actor`; anonymous when absent.
-fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
-    match header_text(headers, "x-actor")? {
-        None | Some("") => Ok("api:anonymous".to_owned()),
-        Some(name) if name.len() <= 200 => Ok(format!("api:{name}")),
-        Some(_) => Err(ApiError::BadRequest(
-            "header X-Actor is longer than 200 bytes".to_owned(),
-        )),
-    }
 }
 
 /// Digits of a stream version in `If-Match`: 18 always fit an `i64`, and no stream comes near.

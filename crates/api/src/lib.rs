@@ -8,6 +8,7 @@
 //! `openapi.json` beside this crate, served at `/openapi.json`.
 
 mod analytics_routes;
+pub mod auth;
 mod command_bodies;
 mod command_routes;
 mod extract;
@@ -71,6 +72,10 @@ pub struct AppState {
     request_timeout: std::time::Duration,
     /// `k` of the historical win rates: the rules file's `[forecast] prior_weight`.
     prior_weight: u32,
+    /// Bearer tokens, unless turned off for local experiments.
+    authentication: auth::Authentication,
+    /// Requests per second per token (`DEALSTREAM_RATE_LIMIT`); none when unset.
+    rate_limit: Option<auth::RateLimit>,
 }
 
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
@@ -94,9 +99,13 @@ impl AppState {
                 }),
             }
         };
+        let authentication =
+            auth::Authentication::Tokens(auth::TokenVerifier::new(handler.store().pool().clone()));
         Self {
             handler,
             default_owner,
+            authentication,
+            rate_limit: None,
             in_flight: Default::default(),
             readiness: vec![database],
             read_models_migrated: Default::default(),
@@ -105,6 +114,19 @@ impl AppState {
             request_timeout: platform::DEFAULT_HTTP_REQUEST_TIMEOUT,
             prior_weight: projector::analytics::DEFAULT_PRIOR_WEIGHT,
         }
+    }
+
+    /// Lets anyone do anything as the actor named in `X-Actor`, for local experiments;
+    /// `/readyz` says so.
+    pub fn with_authentication_off(mut self) -> Self {
+        self.authentication = auth::Authentication::Off;
+        self
+    }
+
+    /// At most `per_second` requests per second per token; more are answered 429.
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        self.rate_limit = Some(auth::RateLimit::new(per_second));
+        self
     }
 
     /// The prior weight of historical win rates, instead of the default 5.
@@ -202,6 +224,10 @@ pub fn router(state: AppState) -> Router {
         .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(limit, time_limit))
         .layer(CatchPanicLayer::custom(|_| {
             problem_response(
@@ -221,6 +247,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?address, request_timeout = ?state.request_timeout, "api listening");
+    if matches!(state.authentication, auth::Authentication::Off) {
+        tracing::warn!(
+            "authentication is OFF (DEALSTREAM_AUTH=off): anyone who reaches this port may send \
+             any command as any actor; never run it like this where others can connect"
+        );
+    }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -298,8 +330,13 @@ async fn readyz(State(app): State<AppState>) -> Response {
             }
         }
     }
+    let authentication = match app.authentication {
+        auth::Authentication::Tokens(_) => "on",
+        auth::Authentication::Off => "off",
+    };
     if failures.is_empty() {
-        axum::Json(json!({ "status": "ready", "checks": checks })).into_response()
+        axum::Json(json!({ "status": "ready", "checks": checks, "authentication": authentication }))
+            .into_response()
     } else {
         problem_response(
             StatusCode::SERVICE_UNAVAILABLE,

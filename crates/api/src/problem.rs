@@ -21,6 +21,17 @@ pub enum ApiError {
     /// A well-formed value out of range, or a broken domain rule.
     #[error("{detail}")]
     Unprocessable { rule: &'static str, detail: String },
+    /// No valid bearer token: missing, malformed, unknown, expired or revoked.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller's role, or a rep's ownership, does not allow this command; `rule` says which.
+    #[error("{detail}")]
+    Forbidden { rule: Refusal, detail: String },
+    #[error("more than {per_second} requests per second with this token; retry later")]
+    TooManyRequests {
+        retry_after_seconds: u32,
+        per_second: u32,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -37,6 +48,15 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Which rule refused a command with 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The role never allows it (a viewer writing, a non-admin defining a pipeline).
+    Role,
+    /// A rep acting on a lead or deal that is not its own.
+    Ownership,
+}
+
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]
@@ -51,6 +71,16 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "malformed-request"),
             ApiError::Unprocessable { rule, .. } => (StatusCode::UNPROCESSABLE_ENTITY, rule),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden {
+                rule: Refusal::Role,
+                ..
+            } => (StatusCode::FORBIDDEN, "forbidden-role"),
+            ApiError::Forbidden {
+                rule: Refusal::Ownership,
+                ..
+            } => (StatusCode::FORBIDDEN, "forbidden-ownership"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge { .. } => {
@@ -72,7 +102,24 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(error = %self, status = status.as_u16(), "request refused"),
         }
-        problem_response(status, problem_type, self.to_string())
+        let mut response = problem_response(status, problem_type, self.to_string());
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"dealstream\""),
+                );
+            }
+            ApiError::TooManyRequests {
+                retry_after_seconds,
+                ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+            }
+            _ => {}
+        }
+        response
     }
 }
 

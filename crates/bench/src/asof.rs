@@ -83,7 +83,7 @@ pub async fn run(
     .await?;
     let (first, last) = recorded_span(deployment).await?;
 
-    let client = reqwest::Client::new();
+    let client = deployment.http_client().build()?;
     let queries = options.asof_queries.max(1);
     // Deterministic, so that two runs ask for the same instants.
     let mut draw = Random(0x9E37_79B9_7F4A_7C15);

@@ -32,7 +32,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     progress.step(format!("commands: creating {} deals", options.deals));
     let deals = create_deals(deployment, options.deals).await?;
-    let client = reqwest::Client::builder()
+    let client = deployment
+        .http_client()
         .pool_max_idle_per_host(256)
         .build()?;
     for &clients in &options.clients {

@@ -33,6 +33,8 @@ pub struct Deployment {
     pub pool: Pool,
     pub handler: CommandHandler,
     pub api_address: SocketAddr,
+    /// An admin token of this deployment's API.
+    pub api_token: String,
     pub nats_url: ConnectionUrl,
     pub nats: async_nats::Client,
     pub jetstream: jetstream::Context,
@@ -102,6 +104,9 @@ impl Deployment {
         let api_address = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let state = api::AppState::new(handler.clone(), parse_owner("unassigned")?);
+        let api_token = api::auth::create_token(&pool, "bench", api::auth::Role::Admin, None)
+            .await?
+            .token;
         let api = tokio::spawn(api::serve(listener, state, shutdown.clone()));
         Ok(Deployment {
             stream_name: format!("BENCH_{}", id.to_uppercase()),
@@ -112,12 +117,24 @@ impl Deployment {
             pool,
             handler,
             api_address,
+            api_token,
             nats_url,
             nats,
             jetstream,
             shutdown,
             api,
         })
+    }
+
+    /// An HTTP client that sends the deployment's admin token with every request.
+    pub fn http_client(&self) -> reqwest::ClientBuilder {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut bearer =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.api_token))
+                .expect("a token is visible ASCII");
+        bearer.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+        reqwest::Client::builder().default_headers(headers)
     }
 
     pub fn url(&self, path: &str) -> String {

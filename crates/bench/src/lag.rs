@@ -53,7 +53,8 @@ pub async fn run(
         "the pipeline projector did not catch up within 60s"
     );
 
-    let client = reqwest::Client::builder()
+    let client = deployment
+        .http_client()
         .pool_max_idle_per_host(MAX_IN_FLIGHT)
         .build()?;
     for &rate in &options.rates {

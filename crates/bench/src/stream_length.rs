@@ -25,7 +25,8 @@ pub async fn run(
     progress: &Progress,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
+    let client = deployment
+        .http_client()
         .pool_max_idle_per_host(256)
         .build()?;
     let mut shortest_per_second = None;

@@ -86,6 +86,9 @@ pub struct CommandContext {
     /// When the command happened in the world, for imported history; `None` for a live
     /// command, which happens when it is recorded.
     pub occurred_at: Option<DateTime<Utc>>,
+    /// The API token the command was sent with, so that the audit trail names the credential
+    /// as well as the actor (a revoked token's events can be found).
+    pub token_id: Option<Uuid>,
 }
 
 impl CommandContext {
@@ -101,16 +104,21 @@ impl CommandContext {
             fingerprint: None,
             expected_version: None,
             occurred_at: None,
+            token_id: None,
         }
     }
 
     fn metadata(&self) -> serde_json::Value {
-        json!({
+        let mut metadata = json!({
             "actor": self.actor,
             "command_id": self.command_id,
             "correlation_id": self.correlation_id,
             "causation_id": self.causation_id,
-        })
+        });
+        if let Some(token_id) = self.token_id {
+            metadata["token_id"] = json!(token_id);
+        }
+        metadata
     }
 }
 

@@ -227,6 +227,7 @@ fn parse(text: &str) -> Parsed {
         fingerprint: None,
         expected_version: None,
         occurred_at: Some(occurred_at),
+        token_id: None,
     };
     Ok((command, context))
 }

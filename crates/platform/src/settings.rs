@@ -39,9 +39,17 @@ pub mod vars {
     pub const HTTP_REQUEST_TIMEOUT: &str = "DEALSTREAM_HTTP_REQUEST_TIMEOUT";
     /// Socket address of the admin server (`/healthz`, `/readyz`, `/metrics`); unset: none.
     pub const ADMIN_ADDR: &str = "DEALSTREAM_ADMIN_ADDR";
+    /// `on` (default): every `/v1` request needs a bearer token; `off`: local experiments only.
+    pub const AUTH: &str = "DEALSTREAM_AUTH";
+    /// Requests per second each API token may send; unset: no limit.
+    pub const RATE_LIMIT: &str = "DEALSTREAM_RATE_LIMIT";
+    /// Connection of the table owner, for `dealstream migrate`; unset: `DATABASE_URL`.
+    pub const MIGRATION_URL: &str = "DEALSTREAM_MIGRATION_URL";
+    /// Path of a NATS credentials file (JWT and NKey seed); unset: none.
+    pub const NATS_CREDS: &str = "DEALSTREAM_NATS_CREDS";
 
     /// Every variable above, in the order they are documented.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 14] = [
         DATABASE_URL,
         NATS_URL,
         HTTP_ADDR,
@@ -52,6 +60,10 @@ pub mod vars {
         COMMAND_RETENTION_DAYS,
         HTTP_REQUEST_TIMEOUT,
         ADMIN_ADDR,
+        AUTH,
+        RATE_LIMIT,
+        MIGRATION_URL,
+        NATS_CREDS,
     ];
 }
 
@@ -97,6 +109,14 @@ pub struct Settings {
     pub http_request_timeout: Duration,
     /// `DEALSTREAM_ADMIN_ADDR`: where every process serves health, readiness and metrics.
     pub admin_addr: Option<SocketAddr>,
+    /// `DEALSTREAM_AUTH`: false only when set to `off`.
+    pub authentication: bool,
+    /// `DEALSTREAM_RATE_LIMIT`: requests per second per token, at least 1.
+    pub rate_limit: Option<u32>,
+    /// `DEALSTREAM_MIGRATION_URL`: the table owner's connection, which only `migrate` uses.
+    pub migration_url: Option<ConnectionUrl>,
+    /// `DEALSTREAM_NATS_CREDS`.
+    pub nats_creds: Option<PathBuf>,
 }
 
 impl Settings {
@@ -206,6 +226,36 @@ impl Settings {
             })
             .transpose()?;
 
+        let authentication = match value_of(vars::AUTH, "on").trim() {
+            "on" => true,
+            "off" => false,
+            other => bail!("invalid {}={other:?}: expected on or off", vars::AUTH),
+        };
+        let rate_limit = given
+            .get(vars::RATE_LIMIT)
+            .map(|text| {
+                text.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|limit| *limit >= 1)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "invalid {}={text:?}: expected a whole number of requests per second, \
+                             at least 1",
+                            vars::RATE_LIMIT
+                        )
+                    })
+            })
+            .transpose()?;
+        let migration_url = given
+            .get(vars::MIGRATION_URL)
+            .map(|text| ConnectionUrl::parse(vars::MIGRATION_URL, text))
+            .transpose()?;
+        let nats_creds = given
+            .get(vars::NATS_CREDS)
+            .filter(|path| !path.trim().is_empty())
+            .map(PathBuf::from);
+
         Ok(Settings {
             database_url,
             nats_url,
@@ -217,6 +267,10 @@ impl Settings {
             command_retention_days,
             http_request_timeout,
             admin_addr,
+            authentication,
+            rate_limit,
+            migration_url,
+            nats_creds,
         })
     }
 }
@@ -235,6 +289,10 @@ impl Default for Settings {
             command_retention_days: DEFAULT_COMMAND_RETENTION_DAYS,
             http_request_timeout: DEFAULT_HTTP_REQUEST_TIMEOUT,
             admin_addr: None,
+            authentication: true,
+            rate_limit: None,
+            migration_url: None,
+            nats_creds: None,
         }
     }
 }
@@ -550,6 +608,41 @@ mod tests {
         assert_eq!(parsed.nats_stream.as_str(), "STAGING_EVENTS");
         assert_eq!(parsed.subject_prefix.as_str(), "staging");
         assert_eq!(parsed.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn security_settings_are_read_and_checked() {
+        let parsed = settings(&[
+            ("DEALSTREAM_AUTH", "off"),
+            ("DEALSTREAM_RATE_LIMIT", "20"),
+            (
+                "DEALSTREAM_MIGRATION_URL",
+                "postgres://owner:hunter2@db:5432/sales",
+            ),
+            ("DEALSTREAM_NATS_CREDS", "/etc/dealstream/nats.creds"),
+        ])
+        .unwrap();
+        assert!(!parsed.authentication);
+        assert_eq!(parsed.rate_limit, Some(20));
+        assert_eq!(
+            parsed.migration_url.as_ref().map(ConnectionUrl::expose),
+            Some("postgres://owner:hunter2@db:5432/sales")
+        );
+        assert!(!format!("{parsed:?}").contains("hunter2"));
+        assert_eq!(
+            parsed.nats_creds,
+            Some(PathBuf::from("/etc/dealstream/nats.creds"))
+        );
+        for (name, value) in [
+            ("DEALSTREAM_AUTH", "false"),
+            ("DEALSTREAM_RATE_LIMIT", "0"),
+            ("DEALSTREAM_RATE_LIMIT", "fast"),
+        ] {
+            assert!(
+                error_text(&[(name, value)]).contains(name),
+                "{name}={value}"
+            );
+        }
     }
 
     #[test]

@@ -221,6 +221,7 @@ fn workflow_context(
         fingerprint: None,
         expected_version: None,
         occurred_at: None,
+        token_id: None,
     }
 }
 

@@ -207,6 +207,7 @@ async fn fire_one(shared: &Shared, timer: &DueTimer, now: chrono::DateTime<Utc>)
         fingerprint: None,
         expected_version: None,
         occurred_at: None,
+        token_id: None,
     };
     let request = OpportunityRequest::Other(command);
     match shared

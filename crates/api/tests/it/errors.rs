@@ -403,10 +403,8 @@ async fn unknown_routes_and_methods_are_problems() {
 #[tokio::test]
 async fn unreadable_headers_are_bad_requests() {
     let app = TestApp::spawn().await;
-    let long_actor = "a".repeat(201);
     let long_key = "k".repeat(256);
     for (name, value) in [
-        ("x-actor", long_actor.as_str()),
         ("x-correlation-id", "not-a-uuid"),
         ("idempotency-key", long_key.as_str()),
         ("idempotency-key", ""),
@@ -422,10 +420,10 @@ async fn unreadable_headers_are_bad_requests() {
     let reply = app
         .call(Method::POST, "/v1/leads")
         .json(&json!({"name": "Ada"}))
-        .header_bytes("x-actor", b"J\xf6rg")
+        .header_bytes("x-correlation-id", b"J\xf6rg")
         .send()
         .await;
-    reply.assert_problem(400, &["x-actor"]);
+    reply.assert_problem(400, &["x-correlation-id"]);
     assert_eq!(app.event_count().await, 1);
 }
 

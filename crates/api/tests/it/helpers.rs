@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use api::auth::Role;
 use commands::{CommandHandler, SystemClock};
 use domain::values::parse_owner;
 use eventstore::{EventStore, RecordedEvent};
@@ -14,6 +15,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use testkit::TestDb;
 use tokio::net::TcpListener;
+
+/// The actor of the token every call sends by default.
+pub const ACTOR: &str = "tester";
 
 pub const DEFAULT_STAGES: [&str; 4] = ["new", "contacted", "quoted", "negotiation"];
 
@@ -25,6 +29,8 @@ pub struct TestApp {
     /// The handler behind the API, for commands no endpoint offers (such as scheduling a
     /// follow-up, which only the workflow service does).
     pub handler: CommandHandler,
+    /// The bearer token every call sends unless it says otherwise: an admin's, actor [`ACTOR`].
+    pub admin_token: String,
     token: CancellationToken,
     /// Declared last so that the schema is dropped after the server was told to stop.
     _db: TestDb,
@@ -58,6 +64,10 @@ impl TestApp {
             .await
             .expect("binding port 0");
         let address: SocketAddr = listener.local_addr().expect("a bound address");
+        let admin_token = api::auth::create_token(&db.pool, ACTOR, Role::Admin, None)
+            .await
+            .expect("creating the harness's token")
+            .token;
         let token = CancellationToken::new();
         tokio::spawn(api::serve(listener, state, token.clone()));
         TestApp {
@@ -65,6 +75,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             store,
             handler,
+            admin_token,
             token,
             _db: db,
         }
@@ -76,11 +87,27 @@ impl TestApp {
         self._db.config().clone()
     }
 
+    /// A new bearer token for `actor` with `role` in this test's store.
+    pub async fn token(&self, actor: &str, role: Role) -> String {
+        api::auth::create_token(&self._db.pool, actor, role, None)
+            .await
+            .expect("creating a token")
+            .token
+    }
+
+    /// The pool of this test's schema, for the token functions.
+    pub fn pool(&self) -> &deadpool_postgres::Pool {
+        &self._db.pool
+    }
+
+    /// A request that carries the admin token unless [`Call::bearer`] or
+    /// [`Call::authorization`] replace it.
     pub fn call(&self, method: Method, path: &str) -> Call {
         Call {
             builder: self
                 .client
                 .request(method, format!("{}{path}", self.base_url)),
+            authorization: Some(format!("Bearer {}", self.admin_token)),
             allow_unavailable: false,
         }
     }
@@ -113,7 +140,8 @@ impl TestApp {
         let (mut reader, mut writer) = stream.into_split();
         let head = format!(
             "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
-             transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+             authorization: Bearer {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+            self.admin_token
         );
         let body = body.to_vec();
         let writing = tokio::spawn(async move {
@@ -214,10 +242,23 @@ impl TestApp {
 
 pub struct Call {
     builder: reqwest::RequestBuilder,
+    /// The `Authorization` header, sent as given; `None` sends none.
+    authorization: Option<String>,
     allow_unavailable: bool,
 }
 
 impl Call {
+    /// Sends `token` instead of the admin's.
+    pub fn bearer(self, token: &str) -> Call {
+        self.authorization(Some(&format!("Bearer {token}")))
+    }
+
+    /// Sends this `Authorization` header instead of the admin's token, or none.
+    pub fn authorization(mut self, value: Option<&str>) -> Call {
+        self.authorization = value.map(str::to_owned);
+        self
+    }
+
     pub fn json(mut self, body: &Value) -> Call {
         self.builder = self.builder.json(body);
         self
@@ -258,8 +299,11 @@ impl Call {
     }
 
     pub async fn send(self) -> Reply {
-        let response = self
-            .builder
+        let builder = match &self.authorization {
+            Some(value) => self.builder.header("authorization", value),
+            None => self.builder,
+        };
+        let response = builder
             .send()
             .await
             .unwrap_or_else(|error| panic!("request failed: {error:?}"));

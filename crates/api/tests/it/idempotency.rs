@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use api::auth::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -311,10 +312,14 @@ async fn concurrent_repeats_append_once() {
 async fn keys_are_scoped_by_actor() {
     let app = TestApp::spawn().await;
     let body = json!({ "name": "Ada" });
+    let (alice, bob) = (
+        app.token("alice", Role::Rep).await,
+        app.token("bob", Role::Rep).await,
+    );
     let first = app
         .call(Method::POST, "/v1/leads")
         .json(&body)
-        .header("X-Actor", "alice")
+        .bearer(&alice)
         .idempotency_key("1")
         .send()
         .await
@@ -322,7 +327,7 @@ async fn keys_are_scoped_by_actor() {
     let second = app
         .call(Method::POST, "/v1/leads")
         .json(&body)
-        .header("X-Actor", "bob")
+        .bearer(&bob)
         .idempotency_key("1")
         .send()
         .await

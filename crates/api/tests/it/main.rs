@@ -5,6 +5,7 @@
 //! `TEST_LOG` to see the service's logs.
 
 mod analytics;
+mod auth;
 mod concurrency;
 mod documented_inputs;
 mod errors;

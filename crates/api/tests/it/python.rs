@@ -81,11 +81,14 @@ async fn schemathesis_finds_no_failure() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/python/schemathesis.toml");
     let location = format!("{}/openapi.json", node.app.base_url);
     let config = config.to_string_lossy();
+    let authorization = format!("Authorization: Bearer {}", node.app.admin_token);
     let arguments = [
         "--config-file",
         &config,
         "run",
         &location,
+        "--header",
+        &authorization,
         "--checks",
         "all",
         "--max-examples",
@@ -140,7 +143,12 @@ async fn a_generated_client_drives_a_whole_flow() {
     let flow = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/python/client_flow.py");
     let flow = flow.to_string_lossy();
     let scratch_path = directory.to_string_lossy();
-    let arguments = [flow.as_ref(), &node.app.base_url, scratch_path.as_ref()];
+    let arguments = [
+        flow.as_ref(),
+        &node.app.base_url,
+        scratch_path.as_ref(),
+        &node.app.admin_token,
+    ];
     let (output, _) = run(&python, &arguments, &directory).await;
     assert!(
         output.status.success(),

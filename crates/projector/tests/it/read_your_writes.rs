@@ -16,13 +16,30 @@ pub async fn spawn_api(harness: &Harness) -> (SocketAddr, CancellationToken) {
     (address, shutdown)
 }
 
+/// An HTTP client that sends a manager's token of the harness's store with every request.
+pub async fn api_client(harness: &Harness) -> reqwest::Client {
+    let token = api::auth::create_token(&harness.db.pool, "tester", api::auth::Role::Manager, None)
+        .await
+        .expect("creating a token")
+        .token;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_with_min_position_sees_the_command() {
     let harness = Harness::new().await;
     let publisher = harness.publisher();
     let projector = harness.projector(None);
     let (address, api_shutdown) = spawn_api(&harness).await;
-    let client = reqwest::Client::new();
+    let client = api_client(&harness).await;
     let url = |path: &str| format!("http://{address}{path}");
 
     for round in 0..5 {

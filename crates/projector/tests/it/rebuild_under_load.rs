@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use projector::{Projection, RebuildPhase};
 use serde_json::Value;
 
-use crate::read_your_writes::spawn_api;
+use crate::read_your_writes::{api_client, spawn_api};
 use crate::support::{Harness, Random, history};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -42,8 +42,8 @@ async fn queries_answer_during_a_rebuild_under_load() {
     // count never goes down while deals are only being added.
     let reader = {
         let done = done.clone();
+        let client = api_client(&harness).await;
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
             let mut last_count = 0;
             let mut answers = 0;
             while !done.load(Ordering::SeqCst) {

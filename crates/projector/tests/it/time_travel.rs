@@ -14,7 +14,7 @@ use projector::{Projection, RebuildOptions};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::read_your_writes::spawn_api;
+use crate::read_your_writes::{api_client, spawn_api};
 use crate::support::Harness;
 
 /// Small, so that a short history has many snapshots and most answers start from one.
@@ -202,7 +202,7 @@ async fn answers_as_of_any_instant_equal_the_live_answers_of_then() {
     let projector = harness.projector_with(config);
     let (address, api_shutdown) = spawn_api(&harness).await;
     let client = Client {
-        http: reqwest::Client::new(),
+        http: api_client(&harness).await,
         base: format!("http://{address}"),
     };
 

@@ -1,6 +1,6 @@
 """One whole flow through a client that openapi-python-client generated from /openapi.json.
 
-Run by crates/api/tests/it/python.rs as `python client_flow.py BASE_URL PACKAGE_PARENT`. Every
+Run by crates/api/tests/it/python.rs as `python client_flow.py BASE_URL PACKAGE_PARENT TOKEN`. Every
 answer must parse into the generated model the document names for it, with typed fields: an
 answer the document describes wrongly fails here, as it would for a client team.
 """
@@ -9,10 +9,10 @@ import datetime
 import sys
 from uuid import UUID
 
-base_url, package_parent = sys.argv[1], sys.argv[2]
+base_url, package_parent, token = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, package_parent)
 
-from dealstream_api_client import Client  # noqa: E402
+from dealstream_api_client import AuthenticatedClient  # noqa: E402
 from dealstream_api_client.api.forecast import get_forecast  # noqa: E402
 from dealstream_api_client.api.leads import capture_lead, qualify_lead  # noqa: E402
 from dealstream_api_client.api.opportunities import (  # noqa: E402
@@ -43,7 +43,7 @@ def expect(answer, model):
     return answer
 
 
-client = Client(base_url=base_url, raise_on_unexpected_status=True)
+client = AuthenticatedClient(base_url=base_url, token=token, raise_on_unexpected_status=True)
 
 lead = expect(
     capture_lead.sync(
