@@ -3,6 +3,9 @@
 //! Everything lives under one run directory in the system's temporary directory; the guards
 //! stop what they started and remove that directory when they are dropped, so a failed or
 //! panicking run leaves nothing behind (its logs are copied to `target/tmp/chaos-logs` first).
+//! The several-machines suite (tests/machines) uses it too, with replicated services and a
+//! NATS cluster, so each suite leaves some of it unused.
+#![allow(dead_code, reason = "shared by two suites, each using a part")]
 
 use std::fmt;
 use std::fs::{self, File};
@@ -310,25 +313,79 @@ pub struct Nats {
     store: PathBuf,
     log: PathBuf,
     pub port: u16,
+    /// `--name`, `--cluster` and `--routes` of a cluster node; empty for a lone server.
+    cluster_args: Vec<String>,
     child: Option<Child>,
+}
+
+fn nats_binary() -> PathBuf {
+    program(
+        "nats-server",
+        &[PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")],
+        "nats-server (`apt-get install nats-server`)",
+    )
 }
 
 impl Nats {
     pub async fn start(run: &RunDir) -> Nats {
-        let binary = program(
-            "nats-server",
-            &[PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")],
-            "nats-server (`apt-get install nats-server`)",
-        );
         let mut nats = Nats {
-            binary,
+            binary: nats_binary(),
             store: run.path.join("nats"),
             log: run.log("nats-server"),
             port: free_port(),
+            cluster_args: Vec::new(),
             child: None,
         };
         nats.spawn().await;
         nats
+    }
+
+    /// `size` servers forming one JetStream cluster on loopback, each with its own store.
+    pub async fn start_cluster(run: &RunDir, size: usize) -> Vec<Nats> {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<Nats> = route_ports
+            .iter()
+            .enumerate()
+            .map(|(index, route_port)| Nats {
+                binary: nats_binary(),
+                store: run.path.join(format!("nats-{index}")),
+                log: run.log(&format!("nats-server-{index}")),
+                port: free_port(),
+                cluster_args: vec![
+                    "--name".to_owned(),
+                    format!("node-{index}"),
+                    "--cluster_name".to_owned(),
+                    "dealstream".to_owned(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{route_port}"),
+                    "--routes".to_owned(),
+                    routes.clone(),
+                ],
+                child: None,
+            })
+            .collect();
+        for node in &mut nodes {
+            node.spawn().await;
+        }
+        nodes
+    }
+
+    /// `kill -9`: the node loses whatever it had not written; the others carry on.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed node again on its port and store.
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
     }
 
     pub fn url(&self) -> String {
@@ -346,6 +403,7 @@ impl Nats {
                 "-sd",
             ])
             .arg(&self.store)
+            .args(&self.cluster_args)
             .stdin(Stdio::null())
             .stdout(append_to(&self.log))
             .stderr(append_to(&self.log))
@@ -462,6 +520,10 @@ pub fn dealstream_binary() -> PathBuf {
 
 struct Process {
     role: Role,
+    /// 0 for the first instance of its role.
+    instance: usize,
+    /// What this instance gets on top of the services' environment (its own ports).
+    environment: Vec<(&'static str, String)>,
     child: Option<Child>,
 }
 
@@ -477,13 +539,30 @@ pub struct Services {
 
 impl Services {
     pub fn new(run: &RunDir, environment: Vec<(&'static str, String)>) -> Services {
+        Services::replicated(run, environment, 1, |_, _| Vec::new())
+    }
+
+    /// `instances` processes of every role; `instance_environment` gives each its own settings
+    /// (ports) on top of the shared `environment`.
+    pub fn replicated(
+        run: &RunDir,
+        environment: Vec<(&'static str, String)>,
+        instances: usize,
+        instance_environment: impl Fn(Role, usize) -> Vec<(&'static str, String)>,
+    ) -> Services {
         Services {
             binary: dealstream_binary(),
             environment,
             log_dir: run.path.join("logs"),
             processes: Role::ALL
                 .into_iter()
-                .map(|role| Process { role, child: None })
+                .flat_map(|role| (0..instances).map(move |instance| (role, instance)))
+                .map(|(role, instance)| Process {
+                    role,
+                    instance,
+                    environment: instance_environment(role, instance),
+                    child: None,
+                })
                 .collect(),
             unexpected_exits: Vec::new(),
         }
@@ -503,21 +582,30 @@ impl Services {
             "DEALSTREAM_SUBJECT_PREFIX",
             "DEALSTREAM_CONFIG",
             "DEALSTREAM_HTTP_ADDR",
+            "DEALSTREAM_ADMIN_ADDR",
         ] {
             command.env_remove(name);
         }
         command.envs(self.environment.iter().map(|(name, value)| (name, value)));
     }
 
-    fn process(&mut self, role: Role) -> &mut Process {
+    fn process(&mut self, role: Role, instance: usize) -> &mut Process {
         self.processes
             .iter_mut()
-            .find(|process| process.role == role)
+            .find(|process| process.role == role && process.instance == instance)
             .expect("every role has a process")
     }
 
     pub fn start(&mut self, role: Role) {
-        let log = self.log_dir.join(format!("{role}.log"));
+        self.start_instance(role, 0);
+    }
+
+    pub fn start_instance(&mut self, role: Role, instance: usize) {
+        let name = match instance {
+            0 => role.to_string(),
+            _ => format!("{role}-{instance}"),
+        };
+        let log = self.log_dir.join(format!("{name}.log"));
         let mut command = Command::new(&self.binary);
         command
             .arg(role.subcommand())
@@ -525,25 +613,41 @@ impl Services {
             .stdout(append_to(&log))
             .stderr(append_to(&log));
         self.apply_environment(&mut command);
+        let process = self.process(role, instance);
+        command.envs(
+            process
+                .environment
+                .iter()
+                .map(|(name, value)| (name, value)),
+        );
         let child = command
             .spawn()
-            .unwrap_or_else(|error| panic!("start dealstream {role}: {error}"));
-        self.process(role).child = Some(child);
+            .unwrap_or_else(|error| panic!("start dealstream {name}: {error}"));
+        process.child = Some(child);
     }
 
     pub fn start_all(&mut self) {
-        for role in Role::ALL {
-            self.start(role);
+        let all: Vec<(Role, usize)> = self
+            .processes
+            .iter()
+            .map(|process| (process.role, process.instance))
+            .collect();
+        for (role, instance) in all {
+            self.start_instance(role, instance);
         }
     }
 
     pub fn pid(&mut self, role: Role) -> Option<u32> {
-        self.process(role).child.as_ref().map(Child::id)
+        self.process(role, 0).child.as_ref().map(Child::id)
     }
 
     /// `kill -9`: the process gets no chance to finish anything. It stays down until started.
     pub fn kill(&mut self, role: Role) {
-        if let Some(mut child) = self.process(role).child.take() {
+        self.kill_instance(role, 0);
+    }
+
+    pub fn kill_instance(&mut self, role: Role, instance: usize) {
+        if let Some(mut child) = self.process(role, instance).child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -559,13 +663,13 @@ impl Services {
             };
             if let Ok(Some(status)) = child.try_wait() {
                 process.child = None;
-                ended.push((process.role, status));
+                ended.push((process.role, process.instance, status));
             }
         }
-        for (role, status) in ended {
+        for (role, instance, status) in ended {
             self.unexpected_exits
-                .push(format!("{role} exited ({status})"));
-            self.start(role);
+                .push(format!("{role} {instance} exited ({status})"));
+            self.start_instance(role, instance);
         }
     }
 

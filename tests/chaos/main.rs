@@ -14,54 +14,19 @@ mod cluster;
 mod faults;
 mod invariants;
 mod load;
+mod settle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
 use cluster::{NATS_STREAM, Nats, Postgres, RunDir, SUBJECT_PREFIX, Services, free_port};
 use faults::Injector;
 use load::Load;
-
-/// A small deterministic generator (SplitMix64): the run's seed decides its faults and commands.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut value = self.0;
-        value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        value = (value ^ (value >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        value ^ (value >> 31)
-    }
-
-    /// A number in `low..high`.
-    pub fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next_u64() % (high - low)
-    }
-
-    pub fn below(&mut self, bound: usize) -> usize {
-        self.between(0, bound as u64) as usize
-    }
-
-    /// True `percent` times in a hundred.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next_u64() % 100 < percent
-    }
-
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for index in (1..items.len()).rev() {
-            items.swap(index, self.below(index + 1));
-        }
-    }
-}
+pub use settle::Rng;
+use settle::{SETTLE, quick_rules, read_models_match_replay, wait_quiet};
 
 /// How big a run is.
 struct Size {
@@ -102,37 +67,6 @@ impl Size {
         }
     }
 }
-
-/// The rules file of the run: the built-in rules (deploy/dealstream.toml is a copy of them) with
-/// durations in seconds, so that follow-ups and reminders come due while the faults go on.
-fn quick_rules() -> String {
-    const DEFAULTS: &str = include_str!("../../deploy/dealstream.toml");
-    let mut rules = DEFAULTS.to_owned();
-    for (default, quick) in [
-        (
-            r#"kind = "first-contact", after = "1d""#,
-            r#"kind = "first-contact", after = "3s""#,
-        ),
-        (
-            r#"kind = "quote-follow-up", after = "3d""#,
-            r#"kind = "quote-follow-up", after = "4s""#,
-        ),
-        (r#"stale_after = "14d""#, r#"stale_after = "8s""#),
-    ] {
-        assert!(
-            rules.contains(default),
-            "deploy/dealstream.toml no longer says {default}: update the chaos suite's rules"
-        );
-        rules = rules.replace(default, quick);
-    }
-    rules
-}
-
-/// How long the services get, once the load has stopped, to publish, project and fire every
-/// due timer; the longest rule above (stale, 8s) comes due within it.
-const SETTLE: Duration = Duration::from_secs(10);
-/// How long the system may take to become quiet after that.
-const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn promises_hold_under_kills_freezes_and_server_restarts() {
@@ -176,29 +110,6 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
             ("RUST_LOG", "info,tokio_postgres=warn".to_owned()),
         ],
     );
-    // The API wants a bearer token: the CLI makes one, as an operator would.
-    let created = services
-        .one_off(&[
-            "tokens",
-            "create",
-            "--actor",
-            load::ACTOR,
-            "--role",
-            "manager",
-        ])
-        .output()
-        .await
-        .expect("run dealstream tokens create");
-    assert!(
-        created.status.success(),
-        "dealstream tokens create failed: {}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let token = String::from_utf8_lossy(&created.stdout)
-        .lines()
-        .last()
-        .expect("a token on the last line")
-        .to_owned();
     services.start_all();
     let services = Arc::new(Mutex::new(services));
     let database_url = postgres.url();
@@ -215,7 +126,7 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
     };
     drop(services);
 
-    let load = Load::new(api_port, &token);
+    let load = Load::new(api_port);
     assert!(
         load.wait_ready(Duration::from_secs(60)).await,
         "the api never became ready; see its log"
@@ -279,7 +190,7 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
         invariants::check_stream(&nats_url, &events).await,
     ));
     let (read_model_violations, read_model_rows) =
-        read_models_match_replay(&client, &injector, events.len() as i64).await;
+        read_models_match_replay(&client, &injector.services, events.len() as i64).await;
     violations.push(("read models", read_model_violations));
     let (follow_up_violations, follow_ups) = invariants::check_follow_ups(&events, quiet_at);
     violations.push(("follow-ups", follow_up_violations));
@@ -371,154 +282,4 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
         ledger.acknowledged.len(),
         tally.faults()
     );
-}
-
-/// Waits until the store has stopped growing, the relay has published all of it, both
-/// projections have applied all of it and no timer is past due; answers the database's clock
-/// at that moment. Fails the run when that takes longer than [`QUIET_TIMEOUT`].
-async fn wait_quiet(database_url: &str, nats_url: &str) -> DateTime<Utc> {
-    let deadline = Instant::now() + QUIET_TIMEOUT;
-    let mut last = None;
-    let mut stable_polls = 0;
-    loop {
-        let state = quiet_state(database_url, nats_url).await;
-        match &state {
-            Ok((_, figures)) if figures.is_quiet() && last.as_ref() == Some(figures) => {
-                stable_polls += 1;
-            }
-            _ => stable_polls = 0,
-        }
-        if stable_polls >= 3
-            && let Ok((now, _)) = state
-        {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the system did not become quiet within {QUIET_TIMEOUT:?}: {state:?}"
-        );
-        last = state.ok().map(|(_, figures)| figures);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct Progress {
-    head: i64,
-    published: u64,
-    checkpoints: Vec<(String, i64)>,
-    timers_past_due: i64,
-}
-
-impl Progress {
-    fn is_quiet(&self) -> bool {
-        let has = |name: &str| {
-            self.checkpoints
-                .iter()
-                .any(|(projection, _)| projection == name)
-        };
-        self.published == self.head as u64
-            && has("pipeline")
-            && has("forecast")
-            && self
-                .checkpoints
-                .iter()
-                .all(|(_, position)| *position == self.head)
-            && self.timers_past_due == 0
-    }
-}
-
-async fn quiet_state(
-    database_url: &str,
-    nats_url: &str,
-) -> Result<(DateTime<Utc>, Progress), String> {
-    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
-        .await
-        .map_err(|error| error.to_string())?;
-    tokio::spawn(connection);
-    let row = client
-        .query_one(
-            "select coalesce((select max(position) from events), 0), now(), \
-             (select count(*) from workflow_timers where fired_at is null and due_at <= now())",
-            &[],
-        )
-        .await
-        .map_err(|error| error.to_string())?;
-    let checkpoints = client
-        .query(
-            "select projection, position from projection_checkpoints order by projection",
-            &[],
-        )
-        .await
-        .map_err(|error| error.to_string())?
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    let nats = async_nats::connect(nats_url)
-        .await
-        .map_err(|error| error.to_string())?;
-    let mut stream = async_nats::jetstream::new(nats)
-        .get_stream(NATS_STREAM)
-        .await
-        .map_err(|error| error.to_string())?;
-    let published = stream
-        .info()
-        .await
-        .map_err(|error| error.to_string())?
-        .state
-        .last_sequence;
-    Ok((
-        row.get(1),
-        Progress {
-            head: row.get(0),
-            published,
-            checkpoints,
-            timers_past_due: row.get(2),
-        },
-    ))
-}
-
-/// Both read models equal a fresh replay: the live tables, as the projector left them, against
-/// the tables `dealstream projections rebuild` builds from the store (the services are stopped,
-/// so nothing moves in between).
-async fn read_models_match_replay(
-    client: &tokio_postgres::Client,
-    injector: &Injector,
-    head: i64,
-) -> (Vec<String>, usize) {
-    let mut violations = Vec::new();
-    for row in client
-        .query(
-            "select projection, position from projection_checkpoints",
-            &[],
-        )
-        .await
-        .expect("read the checkpoints")
-    {
-        let (projection, position): (String, i64) = (row.get(0), row.get(1));
-        if position != head {
-            violations.push(format!(
-                "{projection} stands at position {position} of {head}"
-            ));
-        }
-    }
-    let live = invariants::snapshot_read_models(client).await;
-    for projection in ["pipeline", "forecast"] {
-        let output = injector
-            .services
-            .lock()
-            .await
-            .one_off(&["projections", "rebuild", projection])
-            .output()
-            .await
-            .expect("run dealstream projections rebuild");
-        assert!(
-            output.status.success(),
-            "dealstream projections rebuild {projection} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let replayed = invariants::snapshot_read_models(client).await;
-    violations.extend(invariants::compare_read_models(&live, &replayed));
-    (violations, live.values().map(Vec::len).sum())
 }

@@ -82,7 +82,7 @@ pub async fn connect(nats_url: &ConnectionUrl) -> Result<async_nats::Client, Rel
         .max_reconnects(None)
         .connection_timeout(std::time::Duration::from_secs(5))
         .reconnect_delay_callback(reconnect_delay)
-        .connect(nats_url.expose())
+        .connect(server_addresses(nats_url)?)
         .await
         .map_err(|error| match error.kind() {
             // Only a URL that cannot be parsed fails here; unreachable servers are retried.
@@ -91,6 +91,22 @@ pub async fn connect(nats_url: &ConnectionUrl) -> Result<async_nats::Client, Rel
             }
             _ => RelayError::nats(error),
         })
+}
+
+/// `NATS_URL` may name several servers of a cluster, separated by commas; the client tries
+/// them all and learns the others from the cluster itself.
+fn server_addresses(nats_url: &ConnectionUrl) -> Result<Vec<async_nats::ServerAddr>, RelayError> {
+    nats_url
+        .expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>().map_err(|error| {
+                RelayError::Config(format!("NATS_URL {nats_url} is not usable: {error}"))
+            })
+        })
+        .collect()
 }
 
 /// The wait before connection attempt number `attempts` (counted from 1 by the client): none for
@@ -248,6 +264,16 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_url_may_list_several_servers() {
+        let url = ConnectionUrl::parse("NATS_URL", "nats://a:4222, nats://b:4223").unwrap();
+        let servers = server_addresses(&url).unwrap();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1].port(), 4223);
+        let bad = ConnectionUrl::parse("NATS_URL", "nats://a:4222,nats://b:x").unwrap();
+        assert!(matches!(server_addresses(&bad), Err(RelayError::Config(_))));
+    }
 
     #[test]
     fn the_first_connection_attempt_is_immediate_and_later_ones_back_off() {
