@@ -117,9 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics = admin::install_recorder()?;
     let shutdown = platform::shutdown_signal();
     let result = match cli.command {
-        Command::Migrate => open(&settings)
-            .await
-            .map(|_| tracing::info!("database migrated")),
+        Command::Migrate => migrate(&settings).await,
         Command::Api => services(&settings, &metrics, &shutdown, &[Service::Api]).await,
         Command::Relay => services(&settings, &metrics, &shutdown, &[Service::Relay]).await,
         Command::Projector { names } => {
@@ -186,7 +184,8 @@ async fn main() -> anyhow::Result<()> {
         } => tail(&settings, from_position, subject, &shutdown).await,
         Command::Bench(options) => run_bench(&settings, &options).await,
         Command::Tokens { command } => {
-            let node = open(&settings).await?;
+            // Tokens are the owner's to create and revoke: the services may only read them.
+            let node = open(&owner_settings(&settings)).await?;
             tokens::run(&node.store, &command).await
         }
     };
@@ -203,6 +202,64 @@ async fn main() -> anyhow::Result<()> {
 struct Node {
     store: EventStore,
     handler: CommandHandler,
+}
+
+/// The settings with the owner's connection (`DEALSTREAM_MIGRATION_URL`) as `DATABASE_URL`.
+fn owner_settings(settings: &Settings) -> Settings {
+    Settings {
+        database_url: settings
+            .migration_url
+            .clone()
+            .unwrap_or_else(|| settings.database_url.clone()),
+        ..settings.clone()
+    }
+}
+
+/// Applies every migration as the owner. With `DEALSTREAM_MIGRATION_URL` set, the user of
+/// `DATABASE_URL` then becomes (or is brought up to date as) the services' role, which may only
+/// read and append events (docs/security.md).
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let owner = open(&owner_settings(settings)).await?;
+    let Some(migration_url) = &settings.migration_url else {
+        tracing::info!("database migrated");
+        return Ok(());
+    };
+    let service: tokio_postgres::Config =
+        settings.database_url.expose().parse().with_context(|| {
+            format!("invalid DATABASE_URL {}", settings.database_url.redacted())
+        })?;
+    let owner_config: tokio_postgres::Config =
+        migration_url.expose().parse().with_context(|| {
+            format!(
+                "invalid DEALSTREAM_MIGRATION_URL {}",
+                migration_url.redacted()
+            )
+        })?;
+    let role = service
+        .get_user()
+        .context("DATABASE_URL names no user for the services' role")?;
+    if owner_config.get_user() == Some(role) {
+        tracing::warn!(
+            role,
+            "DATABASE_URL and DEALSTREAM_MIGRATION_URL name the same user: the services keep \
+             the owner's privileges"
+        );
+        return Ok(());
+    }
+    let password = service
+        .get_password()
+        .map(|bytes| {
+            std::str::from_utf8(bytes).context("the password in DATABASE_URL is not UTF-8")
+        })
+        .transpose()?;
+    eventstore::grant_service_role(owner.store.pool(), role, password)
+        .await
+        .with_context(|| format!("could not set up the services' role {role:?}"))?;
+    tracing::info!(
+        role,
+        "database migrated; the services' role may only read and append events"
+    );
+    Ok(())
 }
 
 /// Connects to PostgreSQL, applies every crate's migrations and defines the default pipeline.

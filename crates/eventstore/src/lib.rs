@@ -18,6 +18,7 @@
 mod appender;
 mod error;
 mod migrate;
+mod service_role;
 mod store;
 mod types;
 
@@ -32,6 +33,7 @@ pub use error::{
     AppendError, ErrorSource, StoreError, database_error, is_passing_code, is_stale_statement,
 };
 pub use migrate::{Migration, apply_migrations, migrate, migrations};
+pub use service_role::grant_service_role;
 pub use store::EventStore;
 pub use types::{
     AppendOutcome, AppendRequest, ExpectedVersion, HandledCommand, NewEvent, RecordedEvent,

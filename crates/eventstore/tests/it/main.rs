@@ -17,6 +17,7 @@ mod ordering;
 mod races;
 mod reads;
 mod recorded_at;
+mod service_role;
 mod unavailable;
 
 use std::time::Duration;
