@@ -45,11 +45,9 @@ pub mod vars {
     pub const RATE_LIMIT: &str = "DEALSTREAM_RATE_LIMIT";
     /// Connection of the table owner, for `dealstream migrate`; unset: `DATABASE_URL`.
     pub const MIGRATION_URL: &str = "DEALSTREAM_MIGRATION_URL";
-    /// Path of a NATS credentials file (JWT and NKey seed); unset: none.
-    pub const NATS_CREDS: &str = "DEALSTREAM_NATS_CREDS";
 
     /// Every variable above, in the order they are documented.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 13] = [
         DATABASE_URL,
         NATS_URL,
         HTTP_ADDR,
@@ -63,7 +61,6 @@ pub mod vars {
         AUTH,
         RATE_LIMIT,
         MIGRATION_URL,
-        NATS_CREDS,
     ];
 }
 
@@ -115,8 +112,6 @@ pub struct Settings {
     pub rate_limit: Option<u32>,
     /// `DEALSTREAM_MIGRATION_URL`: the table owner's connection, which only `migrate` uses.
     pub migration_url: Option<ConnectionUrl>,
-    /// `DEALSTREAM_NATS_CREDS`.
-    pub nats_creds: Option<PathBuf>,
 }
 
 impl Settings {
@@ -251,10 +246,6 @@ impl Settings {
             .get(vars::MIGRATION_URL)
             .map(|text| ConnectionUrl::parse(vars::MIGRATION_URL, text))
             .transpose()?;
-        let nats_creds = given
-            .get(vars::NATS_CREDS)
-            .filter(|path| !path.trim().is_empty())
-            .map(PathBuf::from);
 
         Ok(Settings {
             database_url,
@@ -270,7 +261,6 @@ impl Settings {
             authentication,
             rate_limit,
             migration_url,
-            nats_creds,
         })
     }
 }
@@ -292,7 +282,6 @@ impl Default for Settings {
             authentication: true,
             rate_limit: None,
             migration_url: None,
-            nats_creds: None,
         }
     }
 }
@@ -619,7 +608,6 @@ mod tests {
                 "DEALSTREAM_MIGRATION_URL",
                 "postgres://owner:hunter2@db:5432/sales",
             ),
-            ("DEALSTREAM_NATS_CREDS", "/etc/dealstream/nats.creds"),
         ])
         .unwrap();
         assert!(!parsed.authentication);
@@ -629,10 +617,6 @@ mod tests {
             Some("postgres://owner:hunter2@db:5432/sales")
         );
         assert!(!format!("{parsed:?}").contains("hunter2"));
-        assert_eq!(
-            parsed.nats_creds,
-            Some(PathBuf::from("/etc/dealstream/nats.creds"))
-        );
         for (name, value) in [
             ("DEALSTREAM_AUTH", "false"),
             ("DEALSTREAM_RATE_LIMIT", "0"),
