@@ -28,7 +28,10 @@ fi
 # through. They live in a venv under target/ (see crates/api/tests/it/python.rs); pip runs only
 # when the pinned versions are not there yet, so a rerun costs nothing.
 python_tools="target/python-tools"
-python_pins=(schemathesis==4.32.5 openapi-python-client==0.29.1)
+# yamllint, kubernetes-validate (with the Kubernetes schemas inside) and check-jsonschema (with
+# the Compose schema inside) check deploy/ offline (deploy/lint.sh).
+python_pins=(schemathesis==4.32.5 openapi-python-client==0.29.1 yamllint==1.38.0
+    kubernetes-validate==1.37.0 check-jsonschema==0.39.0)
 if [[ "$(cat "$python_tools/pins" 2>/dev/null)" != "${python_pins[*]}" ]]; then
     echo "test: installing ${python_pins[*]} into $python_tools" >&2
     rm -rf "$python_tools"
@@ -36,6 +39,8 @@ if [[ "$(cat "$python_tools/pins" 2>/dev/null)" != "${python_pins[*]}" ]]; then
     "$python_tools/bin/pip" install --quiet --disable-pip-version-check "${python_pins[@]}"
     echo "${python_pins[*]}" >"$python_tools/pins"
 fi
+
+bash deploy/lint.sh "$python_tools"
 
 # `--workspace` would override a `-p NAME` given by the caller, so it is only added when
 # the caller did not pick packages.
