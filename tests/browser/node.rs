@@ -65,11 +65,14 @@ pub struct Node {
     stream: String,
     process: Child,
     pub http: reqwest::Client,
+    /// A viewer token of the actor the node was started for.
+    pub token: String,
 }
 
 impl Node {
-    /// Writes `months` of demo history into a new database and starts every service on it.
-    pub async fn start(months: u32) -> Node {
+    /// Writes `months` of demo history into a new database, makes a viewer token for `actor`
+    /// and starts every service on it, with authentication on.
+    pub async fn start(months: u32, actor: &str) -> Node {
         let tag = format!(
             "{}_{}",
             std::process::id(),
@@ -99,8 +102,6 @@ impl Node {
             ("DEALSTREAM_NATS_STREAM", stream.clone()),
             ("DEALSTREAM_SUBJECT_PREFIX", format!("browser{tag}")),
             ("DEALSTREAM_HTTP_ADDR", format!("127.0.0.1:{port}")),
-            // The page is driven without a token: the actor it names goes as X-Actor.
-            ("DEALSTREAM_AUTH", "off".to_owned()),
         ];
         let binary = dealstream_binary();
         let one_off = |arguments: &[&str]| {
@@ -116,9 +117,27 @@ impl Node {
                 "dealstream {arguments:?} failed: {}",
                 String::from_utf8_lossy(&output.stderr)
             );
+            String::from_utf8(output.stdout).expect("UTF-8 output")
         };
         one_off(&["migrate"]);
         one_off(&["demo", "--months", &months.to_string()]);
+        // A viewer's token, as a person would paste it into the page; the new token is alone on
+        // the last line.
+        let token = one_off(&["tokens", "create", "--actor", actor, "--role", "viewer"])
+            .lines()
+            .last()
+            .expect("the new token")
+            .trim()
+            .to_owned();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("a header value"),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("an HTTP client");
         let process = Command::new(&binary)
             .arg("run")
             .envs(environment.iter().map(|(name, value)| (name, value)))
@@ -136,7 +155,8 @@ impl Node {
             nats_url,
             stream,
             process,
-            http: reqwest::Client::new(),
+            http,
+            token,
         };
         node.wait_until_quiet().await;
         node
