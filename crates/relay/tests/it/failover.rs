@@ -121,3 +121,41 @@ async fn two_publishers_at_once_neither_reorder_nor_duplicate() {
     }
     assert_stream_matches_store(&jetstream, &first, &store).await;
 }
+
+/// The operators' recovery of a lost JetStream stream: it is deleted while the relay runs, and
+/// the relay creates it again and republishes every event from the store, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_stream_is_republished_from_the_store() {
+    platform::init_test_tracing();
+    let database = TestDb::new().await;
+    let store = database.store();
+    let config = relay_config(&database, &nats_url());
+    let _cleanup = stream_guard(&config);
+    let jetstream = jetstream::new(shared_client().await);
+    let relay = RunningRelay::start(config.clone(), store.clone());
+    append_concurrently(&store, 4, 400).await;
+    wait_caught_up(&config, &store, Duration::from_secs(30)).await;
+
+    jetstream
+        .delete_stream(config.stream_name.as_str())
+        .await
+        .expect("delete the stream");
+    append_concurrently(&store, 4, 100).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let messages = match jetstream.get_stream(config.stream_name.as_str()).await {
+            Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.messages),
+            Err(_) => 0,
+        };
+        if messages == 500 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream holds {messages} of 500 events a minute after it was lost"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    relay.stop().await;
+    assert_stream_matches_store(&jetstream, &config, &store).await;
+}
