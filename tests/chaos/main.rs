@@ -110,6 +110,29 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
             ("RUST_LOG", "info,tokio_postgres=warn".to_owned()),
         ],
     );
+    // The API wants a bearer token: the CLI makes one, as an operator would.
+    let created = services
+        .one_off(&[
+            "tokens",
+            "create",
+            "--actor",
+            load::ACTOR,
+            "--role",
+            "manager",
+        ])
+        .output()
+        .await
+        .expect("run dealstream tokens create");
+    assert!(
+        created.status.success(),
+        "dealstream tokens create failed: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .last()
+        .expect("a token on the last line")
+        .to_owned();
     services.start_all();
     let services = Arc::new(Mutex::new(services));
     let database_url = postgres.url();
@@ -126,7 +149,7 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
     };
     drop(services);
 
-    let load = Load::new(api_port);
+    let load = Load::new(api_port, &token);
     assert!(
         load.wait_ready(Duration::from_secs(60)).await,
         "the api never became ready; see its log"
