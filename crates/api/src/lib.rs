@@ -245,6 +245,17 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_wrapped(listener, state, |router| router, shutdown).await
+}
+
+/// As [`serve`], with `wrap` applied to the router first: the binary adds its HTTP request
+/// metrics there, with `route_layer` so that they see each route's pattern.
+pub async fn serve_wrapped(
+    listener: TcpListener,
+    state: AppState,
+    wrap: impl FnOnce(Router) -> Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?address, request_timeout = ?state.request_timeout, "api listening");
     if matches!(state.authentication, auth::Authentication::Off) {
@@ -253,7 +264,7 @@ pub async fn serve(
              any command as any actor; never run it like this where others can connect"
         );
     }
-    axum::serve(listener, router(state))
+    axum::serve(listener, wrap(router(state)))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

@@ -422,13 +422,11 @@ async fn services(
                 } else {
                     state.with_authentication_off()
                 };
-                let router =
-                    api::router(state).route_layer(axum::middleware::from_fn(admin::track_http));
-                tracing::info!(address = %settings.http_addr, "api listening");
                 tasks.spawn(async move {
-                    let served = axum::serve(listener, router)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await;
+                    let with_metrics = |router: axum::Router| {
+                        router.route_layer(axum::middleware::from_fn(admin::track_http))
+                    };
+                    let served = api::serve_wrapped(listener, state, with_metrics, stop).await;
                     ("api", served.context("http server failed"))
                 })
             }
