@@ -118,6 +118,54 @@ fn served(media_type: &'static str, body: &'static str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    async fn fetch(path: &str) -> Response {
+        routes::<()>()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    fn header(response: &Response, name: header::HeaderName) -> &str {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_page_and_its_files_are_served_with_their_types_and_policy() {
+        let page = fetch("/").await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(
+            header(&page, header::CONTENT_TYPE),
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(
+            header(&page, header::CONTENT_SECURITY_POLICY),
+            CONTENT_SECURITY_POLICY
+        );
+        for asset in ASSETS {
+            let response = fetch(&format!("/web/{}", asset.name)).await;
+            assert_eq!(response.status(), StatusCode::OK, "{}", asset.name);
+            assert_eq!(header(&response, header::CONTENT_TYPE), asset.media_type);
+            assert_eq!(header(&response, header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_file_is_a_problem() {
+        let response = fetch("/web/missing.js").await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            header(&response, header::CONTENT_TYPE),
+            "application/problem+json"
+        );
+    }
 
     /// Every module the page imports, and every file the page links, is one the router serves;
     /// a missing one would be a 404 in the browser and a page that never starts.
