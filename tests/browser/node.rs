@@ -243,9 +243,14 @@ impl Node {
         let _ = self.process.kill();
         let _ = self.process.wait();
         if let Ok(nats) = async_nats::connect(&self.nats_url).await {
-            let _ = async_nats::jetstream::new(nats)
-                .delete_stream(&self.stream)
-                .await;
+            let jetstream = async_nats::jetstream::new(nats);
+            // The events stream, and the workflow's notifications stream named after it.
+            for stream in [
+                self.stream.clone(),
+                format!("{}_NOTIFICATIONS", self.stream),
+            ] {
+                let _ = jetstream.delete_stream(&stream).await;
+            }
         }
         if let Ok((admin, connection)) =
             tokio_postgres::connect(&self.admin_url, tokio_postgres::NoTls).await
