@@ -135,6 +135,7 @@ async function refreshBoard() {
 }
 
 async function refreshForecast() {
+  if (!SLUG.test(pipeline())) return;
   const generation = ++state.generation.forecast;
   const time = timeParameters();
   const container = $("forecast");
