@@ -45,7 +45,10 @@ async fn concurrent_migrations_apply_each_version_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(tables, vec!["commands", "events", "schema_migrations"]);
+    assert_eq!(
+        tables,
+        vec!["api_tokens", "commands", "events", "schema_migrations"]
+    );
 }
 
 #[tokio::test]
