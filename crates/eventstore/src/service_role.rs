@@ -65,10 +65,13 @@ pub async fn grant_service_role(
             "grant usage, create on schema {schema_name} to {role_name}"
         ))
         .await?;
+    // A service started on a newer build before `migrate` ran applies the event store's new
+    // migrations itself, and would own what they create; the owner takes those tables back.
     for (table, privileges) in OWNER_TABLES {
         transaction
             .batch_execute(&format!(
-                "revoke all on {table} from {role_name}; \
+                "alter table {table} owner to current_user; \
+                 revoke all on {table} from {role_name}; \
                  grant {privileges} on {table} to {role_name}"
             ))
             .await?;
