@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::report::{Compare, Figure, Report};
 use crate::stats::Latency;
-use crate::{BenchOptions, Deployment, Progress};
+use crate::{BenchOptions, Deployment, Progress, cpu, function_baseline};
 
 const STAGES: [&str; 4] = ["new", "contacted", "quoted", "negotiation"];
 
@@ -32,21 +32,22 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     progress.step(format!("commands: creating {} deals", options.deals));
     let deals = create_deals(deployment, options.deals).await?;
-    let client = deployment
-        .http_client()
-        .pool_max_idle_per_host(256)
-        .build()?;
     for &clients in &options.clients {
         progress.step(format!("commands: {clients} clients"));
-        let figure = drive_commands(deployment, &client, &deals, clients, options.seconds).await?;
+        let figure = drive_commands(deployment, &deals, clients, options.seconds).await?;
         tracing::info!(clients, per_second = figure.per_second, "commands measured");
         let events = figure.count.max(1_000);
         report.figures.push(figure);
+        let payload = sample_payload(deployment).await?;
         progress.step(format!(
             "baseline-insert: {events} events, {clients} connections"
         ));
-        let baseline = baseline_insert(deployment, clients, events).await?;
+        let baseline = baseline_insert(deployment, clients, events, payload.clone()).await?;
         report.figures.push(baseline);
+        progress.step(format!("baseline-function: {clients} connections"));
+        let function =
+            function_baseline::run(deployment, &deals, clients, options.seconds, payload).await?;
+        report.figures.push(function);
     }
     Ok(())
 }
@@ -116,32 +117,80 @@ pub(crate) fn next_command(random: &mut Random, deal: Uuid) -> (String, Value) {
     }
 }
 
+/// What the load generator did in one step.
 #[derive(Default)]
-struct Counters {
-    conflicts: AtomicU64,
-    errors: AtomicU64,
+struct Load {
+    latencies: Vec<Duration>,
+    conflicts: u64,
+    errors: u64,
+    /// The generator thread's own CPU time.
+    cpu: Duration,
 }
 
+/// `clients` clients sending single-event commands to `deals` for `duration`, from a thread and
+/// runtime of their own, so that the generator's CPU time is told apart from the server's: the
+/// figure carries both, and PostgreSQL's, per command.
 pub(crate) async fn drive_commands(
     deployment: &Deployment,
-    client: &reqwest::Client,
     deals: &[Uuid],
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<Figure> {
-    let counters = Arc::new(Counters::default());
+    let client = deployment.http_client().pool_max_idle_per_host(256);
+    let base = deployment.url("");
     let deals: Arc<[Uuid]> = deals.into();
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let meter = cpu::Meter::start();
     let started = Instant::now();
-    let deadline = started + duration;
+    std::thread::spawn(move || {
+        let load = (|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let before = cpu::this_thread();
+            let mut load =
+                runtime.block_on(generate(client.build()?, base, deals, clients, duration))?;
+            load.cpu = cpu::this_thread().saturating_sub(before);
+            anyhow::Ok(load)
+        })();
+        // The receiver only goes away when the bench itself is ending.
+        let _ = done.send(load);
+    });
+    let mut load = finished
+        .await
+        .context("the load generator's thread died")??;
+    let elapsed = started.elapsed().as_secs_f64();
+    let spent = meter.stop();
+    let commands = load.latencies.len() as u64;
+    let mut figure = Figure::new("commands", clients as u64, "clients", "commands")
+        .measured(commands, elapsed)
+        .against("baseline-insert", Compare::Throughput)
+        .with(
+            "server_cpu_ms",
+            cpu::ms_per(spent.process.saturating_sub(load.cpu), commands),
+        )
+        .with("postgres_cpu_ms", cpu::ms_per(spent.postgres, commands))
+        .with("generator_cpu_ms", cpu::ms_per(load.cpu, commands));
+    figure.latency = Some(Latency::of(&mut load.latencies));
+    figure.errors = load.errors;
+    figure.conflicts = load.conflicts;
+    Ok(figure)
+}
+
+async fn generate(
+    client: reqwest::Client,
+    base: String,
+    deals: Arc<[Uuid]>,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Load> {
+    let deadline = Instant::now() + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for seed in 0..clients {
-        let client = client.clone();
-        let counters = counters.clone();
-        let deals = deals.clone();
-        let base = deployment.url("");
+        let (client, deals, base) = (client.clone(), deals.clone(), base.clone());
         tasks.spawn(async move {
             let mut random = Random(0x9E37_79B9_7F4A_7C15 ^ (seed as u64 + 1));
-            let mut latencies = Vec::new();
+            let mut load = Load::default();
             while Instant::now() < deadline {
                 let deal = deals[random.below(deals.len())];
                 let (path, body) = next_command(&mut random, deal);
@@ -152,32 +201,24 @@ pub(crate) async fn drive_commands(
                     .send()
                     .await
                     .map(|response| response.status());
-                latencies.push(sent.elapsed());
+                load.latencies.push(sent.elapsed());
                 match status {
                     Ok(status) if status.is_success() => {}
-                    Ok(status) if status == reqwest::StatusCode::CONFLICT => {
-                        counters.conflicts.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Ok(reqwest::StatusCode::CONFLICT) => load.conflicts += 1,
+                    _ => load.errors += 1,
                 }
             }
-            latencies
+            load
         });
     }
-    let mut latencies = Vec::new();
+    let mut total = Load::default();
     while let Some(finished) = tasks.join_next().await {
-        latencies.extend(finished.context("a bench client failed")?);
+        let load = finished.context("a bench client failed")?;
+        total.latencies.extend(load.latencies);
+        total.conflicts += load.conflicts;
+        total.errors += load.errors;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut figure = Figure::new("commands", clients as u64, "clients", "commands")
-        .measured(latencies.len() as u64, elapsed)
-        .against("baseline-insert", Compare::Throughput);
-    figure.latency = Some(Latency::of(&mut latencies));
-    figure.errors = counters.errors.load(Ordering::Relaxed);
-    figure.conflicts = counters.conflicts.load(Ordering::Relaxed);
-    Ok(figure)
+    Ok(total)
 }
 
 /// A recent event's data and metadata, so that baseline rows carry a realistic payload.
@@ -196,8 +237,8 @@ async fn baseline_insert(
     deployment: &Deployment,
     clients: usize,
     events: u64,
+    (data, metadata): (Value, Value),
 ) -> anyhow::Result<Figure> {
-    let (data, metadata) = sample_payload(deployment).await?;
     {
         let client = deployment.pool.get().await?;
         client
@@ -213,6 +254,7 @@ async fn baseline_insert(
             .context("could not create the baseline table")?;
     }
     let remaining = Arc::new(AtomicU64::new(events));
+    let meter = cpu::Meter::start();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -250,10 +292,14 @@ async fn baseline_insert(
         latencies.extend(finished.context("a baseline client failed")??);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let spent = meter.stop();
+    let inserts = latencies.len() as u64;
     let payload_bytes = (data.to_string().len() + metadata.to_string().len()) as f64;
     let mut figure = Figure::new("baseline-insert", clients as u64, "connections", "events")
-        .measured(latencies.len() as u64, elapsed)
-        .with("payload_bytes", payload_bytes);
+        .measured(inserts, elapsed)
+        .with("payload_bytes", payload_bytes)
+        .with("postgres_cpu_ms", cpu::ms_per(spent.postgres, inserts))
+        .with("generator_cpu_ms", cpu::ms_per(spent.process, inserts));
     figure.latency = Some(Latency::of(&mut latencies));
     Ok(figure)
 }

@@ -14,7 +14,9 @@
 mod analytics;
 mod asof;
 mod commands;
+mod cpu;
 mod deployment;
+mod function_baseline;
 mod history;
 mod lag;
 mod memory;

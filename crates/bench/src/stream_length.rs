@@ -25,17 +25,12 @@ pub async fn run(
     progress: &Progress,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let client = deployment
-        .http_client()
-        .pool_max_idle_per_host(256)
-        .build()?;
     let mut shortest_per_second = None;
     for &length in &options.stream_lengths {
         progress.step(format!("stream-length: {DEALS} deals of {length} events"));
         let deals = deals_of_length(deployment, length).await?;
         progress.step(format!("stream-length: commands on {length}-event streams"));
-        let mut figure =
-            drive_commands(deployment, &client, &deals, CLIENTS, options.seconds).await?;
+        let mut figure = drive_commands(deployment, &deals, CLIENTS, options.seconds).await?;
         figure.scenario = "stream-length";
         figure.level = length;
         figure.level_unit = "events per stream";

@@ -75,6 +75,14 @@ async fn a_small_commands_run_reports_every_figure_beside_its_baseline() {
             .figure("baseline-insert", clients)
             .expect("baseline figure");
         assert!(baseline.count >= commands.count.min(1_000));
+        // The message-db-style peer, read against the same plain inserts.
+        assert_measured(&report, "baseline-function", clients, "baseline-insert");
+        for cpu in ["server_cpu_ms", "postgres_cpu_ms", "generator_cpu_ms"] {
+            assert!(
+                commands.extra.get(cpu).is_some_and(|ms| *ms >= 0.0),
+                "{cpu}"
+            );
+        }
     }
 }
 
