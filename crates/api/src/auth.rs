@@ -388,7 +388,12 @@ pub async fn authenticate(
     let identity = match &app.authentication {
         Authentication::Off => declared_actor(request.headers()),
         Authentication::Tokens(verifier) => match bearer_token(request.headers()) {
-            Ok(token) => verifier.verify(token).await,
+            // X-Actor is ignored, yet held to the form the API document gives it either way,
+            // so that what the document refuses is refused whether tokens are on or off.
+            Ok(token) => match declared_actor(request.headers()) {
+                Ok(_) => verifier.verify(token).await,
+                Err(refusal) => Err(refusal),
+            },
             Err(refusal) => Err(refusal),
         },
     };

@@ -397,8 +397,11 @@ async fn unknown_routes_and_methods_are_problems() {
 #[tokio::test]
 async fn unreadable_headers_are_bad_requests() {
     let app = TestApp::spawn().await;
+    let long_actor = "a".repeat(201);
     let long_key = "k".repeat(256);
+    // X-Actor is ignored while tokens are on, but still held to its documented form.
     for (name, value) in [
+        ("x-actor", long_actor.as_str()),
         ("x-correlation-id", "not-a-uuid"),
         ("idempotency-key", long_key.as_str()),
         ("idempotency-key", ""),
@@ -418,6 +421,13 @@ async fn unreadable_headers_are_bad_requests() {
         .send()
         .await;
     reply.assert_problem(400, &["x-correlation-id"]);
+    let reply = app
+        .call(Method::POST, "/v1/leads")
+        .json(&json!({"name": "Ada"}))
+        .header_bytes("x-actor", b"J\xf6rg")
+        .send()
+        .await;
+    reply.assert_problem(400, &["x-actor"]);
     assert_eq!(app.event_count().await, 1);
 }
 
