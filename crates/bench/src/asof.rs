@@ -16,9 +16,9 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use platform::CancellationToken;
 use projector::{Projection, RebuildOptions};
 
-use crate::commands::Random;
 use crate::report::{Compare, Figure, Report};
 use crate::stats::Latency;
+use crate::workload::Random;
 use crate::{BenchOptions, Deployment, Progress, history};
 
 /// Queries of each kind run before measuring, so that connections and caches are warm for all.

@@ -15,9 +15,9 @@ use anyhow::Context;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::commands::Random;
 use crate::report::{Compare, Figure};
 use crate::stats::Latency;
+use crate::workload::Random;
 use crate::{Deployment, cpu};
 
 const SETUP: &str = "

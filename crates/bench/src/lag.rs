@@ -20,9 +20,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::commands::{Random, create_deals, next_command};
 use crate::report::{Compare, Figure, Report};
 use crate::stats::Latency;
+use crate::workload::{Random, create_deals, next_command};
 use crate::{BenchOptions, Deployment, Progress};
 
 /// Commands awaiting their answer at once; beyond it the sender waits and the rate drops.

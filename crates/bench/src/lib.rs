@@ -27,6 +27,7 @@ mod report;
 mod stats;
 mod stream_length;
 mod timers;
+mod workload;
 
 use std::io::IsTerminal;
 use std::time::Duration;

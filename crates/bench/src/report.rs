@@ -165,10 +165,6 @@ impl Report {
                 "rebuild_batch_size",
                 projector::RebuildOptions::default().batch_size as u64,
             ),
-            (
-                "timers_baseline_concurrency",
-                crate::timers::CONCURRENCY as u64,
-            ),
         ]);
         Ok(Report {
             settings: RunSettings {

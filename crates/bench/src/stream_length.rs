@@ -10,8 +10,9 @@ use domain::values::{ActivityId, ActivityKind, OpportunityId, Text};
 use futures::{StreamExt, TryStreamExt};
 use uuid::Uuid;
 
-use crate::commands::{create_deals, drive_commands};
+use crate::commands::drive_commands;
 use crate::report::{Compare, Report};
+use crate::workload::create_deals;
 use crate::{BenchOptions, Deployment, Progress};
 
 /// Deals per length: enough that 16 clients rarely collide on one deal, few enough that the

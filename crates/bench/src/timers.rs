@@ -20,9 +20,9 @@ use futures::{StreamExt, TryStreamExt};
 use uuid::Uuid;
 use workflow::{ManualClock, ServiceOptions, WorkflowConfig};
 
-use crate::commands::create_deals;
 use crate::report::{Compare, Figure, Report};
 use crate::stats::Latency;
+use crate::workload::create_deals;
 use crate::{BenchOptions, Deployment, Progress};
 
 /// The timer loop's own firing concurrency (`FIRE_CONCURRENCY` in the workflow), which the
