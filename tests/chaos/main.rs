@@ -2,7 +2,7 @@
 //! each a `dealstream` process of its own, against a private PostgreSQL cluster and a private
 //! nats-server, under a steady mixed load of commands, while services are killed with SIGKILL,
 //! frozen with SIGSTOP for longer than the timeouts, and NATS and PostgreSQL are restarted.
-//! Once everything is back and quiet it checks the promises of SPEC sections 2 to 5 (see
+//! Once everything is back and quiet it checks the store's, the relay's, the projectors' and the workflow's promises (see
 //! [`invariants`]) and prints what it did.
 //!
 //! Sizes: quick by default (one round of every fault, about two minutes in all);
@@ -225,7 +225,7 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
             ledger.abandoned
         ));
     }
-    // SPEC 7: no service exits because PostgreSQL or NATS went away for a while. The
+    // No service exits because PostgreSQL or NATS went away for a while. The
     // supervisor restarted them so that the other checks still mean something.
     liveness.extend(
         unexpected_exits

@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::auth::Identity;
 use crate::problem::ApiError;
 
-/// Bodies above this size are refused with 413 (SPEC section 6).
+/// Bodies above this size are refused with 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Idempotency keys are opaque to us but bounded, so that a key cannot be used to store data.
@@ -52,7 +52,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandRequest<T> {
         context.expected_version = if_match(&parts.headers)?;
         let correlation_id = header_uuid(&parts.headers, "x-correlation-id")?;
         let key = idempotency_key(&parts.headers)?;
-        // If-Match comes before anything else, the body included (SPEC section 6). A repeat of
+        // If-Match comes before anything else, the body included, so a stale write is refused before it costs anything. A repeat of
         // an idempotent request is the exception: it must get its first answer even though the
         // stream has moved on since, so the command handler checks it after that lookup.
         if let (Some(expected), None) = (context.expected_version, &key) {

@@ -1,4 +1,4 @@
-//! The HTTP API of SPEC section 6: command endpoints that go through the command handler, query
+//! The HTTP API (docs/api.md and the OpenAPI document): command endpoints that go through the command handler, query
 //! endpoints over the aggregates and the event store, and queries over the read models that the
 //! `projector` crate keeps (`read_routes`).
 //!

@@ -1,4 +1,4 @@
-//! Query endpoints served from the read models of the `projector` crate (SPEC sections 4 and 6):
+//! Query endpoints served from the read models of the `projector` crate:
 //! a deal, the deal list, the board, the forecast and the follow-ups.
 //!
 //! Read-your-writes: every one of them takes `min_position=N` and waits (at most
@@ -74,7 +74,7 @@ async fn ready(
     }
     // Every position a command answers with is committed, so one beyond the head names a write
     // that never happened: no read model will ever reach it, and waiting would only delay the
-    // client's error (SPEC section 4).
+    // client's error.
     let head = app.handler.store().head_position().await?;
     if position > head {
         return Err(ApiError::Unprocessable {

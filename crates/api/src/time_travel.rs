@@ -1,4 +1,4 @@
-//! Time travel on the read endpoints (SPEC section 8): the `as_of`, `as_of_position` and
+//! Time travel on the read endpoints (docs/forecasting.md): the `as_of`, `as_of_position` and
 //! `valid_at` parameters, the fields every answer from history carries, and
 //! `GET /v1/forecast/trend`.
 //!

@@ -2,7 +2,7 @@
 //!
 //! The API always runs; the relay, the projector and the workflow are started by the scenarios
 //! that need them, on a JetStream stream and subject prefix derived from the schema, so that a
-//! bench never mixes with a deployment sharing the same NATS server (SPEC section 7).
+//! bench never mixes with a deployment sharing the same NATS server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! What every dealstream process shares: its settings, its logging and its shutdown signal.
 //!
-//! - [`Settings`] reads the environment variables of SPEC.md section 7 once, with their
+//! - [`Settings`] reads the environment variables of the README's configuration table once, with their
 //!   documented defaults, and hides passwords from `Debug` ([`settings`]).
 //! - [`telemetry`] is the single place that installs the `tracing` subscriber: filter
 //!   from `RUST_LOG`, text or JSON, injectable writer, quiet tests unless `TEST_LOG`.

@@ -1,7 +1,7 @@
 //! Process settings: where Postgres, NATS and the HTTP listener are, and how to log.
 //!
 //! [`Settings`] is read once, in `main`, from environment variables with the defaults
-//! SPEC.md section 7 documents, and then handed to each service explicitly. Parsing
+//! the README documents, and then handed to each service explicitly. Parsing
 //! takes any iterator of `(name, value)` pairs ([`Settings::from_vars`]) so tests never
 //! touch the process environment, which is shared by every test thread.
 //!
@@ -92,7 +92,7 @@ pub struct Settings {
     pub nats_url: ConnectionUrl,
     /// `DEALSTREAM_HTTP_ADDR`.
     pub http_addr: SocketAddr,
-    /// `DEALSTREAM_CONFIG`; `None` means the built-in rules (SPEC.md section 5).
+    /// `DEALSTREAM_CONFIG`; `None` means the built-in rules (deploy/dealstream.toml).
     pub config_path: Option<PathBuf>,
     /// `DEALSTREAM_NATS_STREAM`.
     pub nats_stream: StreamName,

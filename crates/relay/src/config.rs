@@ -106,7 +106,7 @@ impl RelayConfig {
         }
     }
 
-    /// The relay's configuration from the process settings (SPEC section 7).
+    /// The relay's configuration from the process settings.
     pub fn from_settings(settings: &Settings) -> Result<RelayConfig, RelayError> {
         let database = tokio_postgres::Config::from_str(settings.database_url.expose())
             .map_err(|error| RelayError::Config(format!("DATABASE_URL is not usable: {error}")))?;

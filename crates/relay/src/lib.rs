@@ -1,5 +1,5 @@
 //! The relay: publishes every committed event of the PostgreSQL event store to NATS JetStream,
-//! exactly once and in `position` order, including across crashes (SPEC section 3).
+//! exactly once and in `position` order, including across crashes.
 //!
 //! It owns the JetStream stream (created or updated on start), the subject scheme and headers
 //! ([`subject`]), the publish loop with its pipelined acks (`publisher`), the LISTEN/NOTIFY

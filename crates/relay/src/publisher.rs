@@ -17,7 +17,7 @@
 //!   session starts over from the stream's last message. Stale publishes of the dropped
 //!   pipeline that still reach the server either land in order or are refused.
 //!
-//! Store positions become visible strictly in order (SPEC section 2), so reading
+//! Store positions become visible strictly in order (the append holds one lock until it commits), so reading
 //! `position > last read` never skips an event that commits late.
 
 use platform::error_chain;

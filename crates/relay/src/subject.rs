@@ -1,4 +1,4 @@
-//! The subject scheme and headers of published events (SPEC section 3).
+//! The subject scheme and headers of published events (docs/nats.md).
 //!
 //! `<prefix>.events.<category>.<entity_id>.<EventType>`, where category and entity id come from
 //! the stream id `category-entity_id` split at its first `-`. Subjects only route messages; the

@@ -5,8 +5,8 @@
 //! keep the byte span of every value the code checks itself; validation then turns them into the
 //! typed config, so every refusal (a bad duration, an unknown event name, a rule without an
 //! action, an unknown key) comes back as a [`ConfigError`] naming the line and the problem. Without
-//! a file, [`WorkflowConfig::default`] is exactly SPEC section 5's example, kept verbatim in
-//! [`DEFAULT_RULES`] so the two cannot drift apart.
+//! a file, [`WorkflowConfig::default`] is exactly the example deploy/dealstream.toml, kept
+//! verbatim in [`DEFAULT_RULES`] so the two cannot drift apart.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -18,7 +18,7 @@ use domain::values::{ActivityKind, Country, FollowUpKind, Outcome, Owner, StageN
 use serde::Deserialize;
 use toml::Spanned;
 
-/// SPEC section 5's example file: the rules that apply when no file is given.
+/// The documented example file: the rules that apply when no file is given.
 pub const DEFAULT_RULES: &str = r#"
 [[workflow.rules]]
 name = "first-contact"
@@ -80,7 +80,7 @@ const MAX_PRIOR_WEIGHT: u32 = 1_000_000;
 /// Durations in the file are written as the API's look-backs are: `90s`, `15m`, `36h`, `3d`.
 pub use domain::values::parse_duration;
 
-/// The opportunity events a rule may react to (SPEC section 1's catalog). Lead events are not
+/// The opportunity events a rule may react to (docs/events.md). Lead events are not
 /// here: the only reaction to a lead is routing, which has its own section.
 pub const OPPORTUNITY_EVENTS: [&str; 13] = domain::opportunity::EVENT_TYPES;
 
@@ -131,7 +131,7 @@ pub struct WorkflowConfig {
 }
 
 impl Default for WorkflowConfig {
-    /// SPEC section 5's defaults.
+    /// The built-in rules, [`DEFAULT_RULES`].
     fn default() -> WorkflowConfig {
         // The built-in text is a constant tested by `defaults_parse`; failing here would be a
         // bug caught by that test, so fall back to an empty config rather than panic.

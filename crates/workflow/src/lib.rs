@@ -1,4 +1,4 @@
-//! The workflow service (SPEC section 5): declarative rules that schedule, complete and cancel
+//! The workflow service: declarative rules that schedule, complete and cancel
 //! follow-ups and move deals on activity; durable timers that fire due follow-ups and the
 //! `stale-deal` and `close-date-passed` reminders; and lead routing on `LeadCaptured`.
 //!

@@ -165,8 +165,8 @@ fn fired(timer: &DueTimer, now: chrono::DateTime<Utc>) -> TimerOutcome {
 }
 
 /// Sends one timer's `FireFollowUp` (or `FireReminder`) and says what became of the timer. Only a deal that can never
-/// accept it ends a timer without firing; every failure is retried later (SPEC 5: late rather
-/// than never). That includes a stream this build cannot read, which an upgraded build can, and
+/// accept it ends a timer without firing; every failure is retried later (late rather than
+/// never). That includes a stream this build cannot read, which an upgraded build can, and
 /// an unexpected database error such as a statement timeout or a plan invalidated by a migration.
 async fn fire_one(shared: &Shared, timer: &DueTimer, now: chrono::DateTime<Utc>) -> TimerOutcome {
     let Ok(kind) = FollowUpKind::parse(&timer.kind) else {

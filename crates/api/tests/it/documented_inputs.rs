@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::helpers::TestApp;
 
-/// SPEC section 4: a position beyond the last committed one can never be reached, so it is a 422
+/// A position beyond the last committed one can never be reached, so it is a 422
 /// at once rather than a 503 after the read-your-writes wait.
 #[tokio::test]
 async fn min_position_beyond_the_store_is_422_at_once() {

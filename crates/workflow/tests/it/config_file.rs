@@ -1,4 +1,4 @@
-//! The rules file: SPEC section 5's example is accepted, malformed files are refused with the
+//! The rules file: the documented example is accepted, malformed files are refused with the
 //! line and the problem.
 
 use std::path::Path;

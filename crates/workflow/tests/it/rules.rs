@@ -1,4 +1,4 @@
-//! Each default rule of SPEC section 5, end to end: a command through the handler, the relay,
+//! Each default rule, end to end: a command through the handler, the relay,
 //! JetStream, the workflow, and the workflow's events in the deal's history.
 
 use std::time::Duration;
