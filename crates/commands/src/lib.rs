@@ -808,8 +808,7 @@ fn answer(outcome: &AppendOutcome) -> CommandResult {
         outcome
             .streams
             .get(index)
-            .and_then(|stream| stream.stream_id.split_once('-'))
-            .map(|(_, id)| id.to_owned())
+            .map(|stream| eventstore::entity_of(&stream.stream_id).to_owned())
     };
     CommandResult {
         id: entity(0).unwrap_or_default(),

@@ -36,8 +36,8 @@ pub use migrate::{Migration, apply_migrations, migrate, migrations};
 pub use service_role::grant_service_role;
 pub use store::EventStore;
 pub use types::{
-    AppendOutcome, AppendRequest, ExpectedVersion, HandledCommand, NewEvent, RecordedEvent,
-    StreamAppend, StreamVersion, category_of,
+    AppendOutcome, AppendRequest, ExpectedVersion, HandledCommand, NewEvent, POSITION_HEADER,
+    RecordedEvent, StreamAppend, StreamVersion, category_of, entity_of,
 };
 
 /// How long a new connection may take before the attempt counts as unavailable, unless the URL

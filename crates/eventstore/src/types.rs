@@ -163,16 +163,32 @@ impl From<EnvelopeOnTheWire> for RecordedEvent {
     }
 }
 
+/// The NATS header that carries a published event's global position, as decimal text: how a
+/// consumer that reads only headers (the relay resuming, a projector filling a gap) knows where a
+/// message stands in the log.
+pub const POSITION_HEADER: &str = "Dealstream-Position";
+
 impl RecordedEvent {
     /// The part of the stream id before the first `-` (`opportunity` for `opportunity-0193...`).
     pub fn category(&self) -> &str {
         category_of(&self.stream_id)
+    }
+
+    /// The part of the stream id after the first `-` (`0193...` for `opportunity-0193...`, a
+    /// pipeline's slug for `pipeline-default`); empty when there is none.
+    pub fn entity_id(&self) -> &str {
+        entity_of(&self.stream_id)
     }
 }
 
 /// The category of a stream id, computed exactly as the database's generated column does.
 pub fn category_of(stream_id: &str) -> &str {
     stream_id.split('-').next().unwrap_or(stream_id)
+}
+
+/// The entity's id within a stream id: what follows the category and its `-`.
+pub fn entity_of(stream_id: &str) -> &str {
+    stream_id.split_once('-').map_or("", |(_, entity)| entity)
 }
 
 /// RFC 3339 in UTC with exactly six fractional digits, as the envelope promises; chrono's default

@@ -140,7 +140,7 @@ impl History {
         self.model.apply(event);
         match event.category() {
             "pipeline" => {
-                let slug = event.stream_id.split_once('-').map_or("", |(_, slug)| slug);
+                let slug = event.entity_id();
                 if let Ok(decoded) = codec::decode::<PipelineEvent>(
                     &event.event_type,
                     event.schema_version,
@@ -164,8 +164,7 @@ impl History {
 
     /// The close the deal's row records right after its `OpportunityClosed` was folded.
     fn closing(&self, event: &RecordedEvent) -> Option<(Uuid, Close)> {
-        let (_, id) = event.stream_id.split_once('-')?;
-        let id = Uuid::parse_str(id).ok()?;
+        let id = Uuid::parse_str(event.entity_id()).ok()?;
         let deal = self.model.deals.get(&id)?;
         let outcome = match deal.status {
             OpportunityStatus::Won => Outcome::Won,
@@ -813,9 +812,8 @@ pub fn funnel(timeline: &Timeline, filter: &FunnelFilter) -> Option<Funnel> {
             }
         }
         let id = (event.category() == "opportunity")
-            .then(|| event.stream_id.split_once('-'))
-            .flatten()
-            .and_then(|(_, id)| Uuid::parse_str(id).ok());
+            .then(|| Uuid::parse_str(event.entity_id()).ok())
+            .flatten();
         let before = id.and_then(|id| history.model.deals.get(&id).cloned());
         history.apply(event);
         let Some(after) = id.and_then(|id| history.model.deals.get(&id)) else {

@@ -199,11 +199,7 @@ pub fn decode(event: &RecordedEvent) -> Decoded {
     {
         return Decoded::Irrelevant;
     }
-    let Some(opportunity_id) = event
-        .stream_id
-        .split_once('-')
-        .and_then(|(_, id)| Uuid::parse_str(id).ok())
-    else {
+    let Ok(opportunity_id) = Uuid::parse_str(event.entity_id()) else {
         return Decoded::Irrelevant;
     };
     let decoded = match codec::decode::<OpportunityEvent>(

@@ -608,7 +608,7 @@ fn header_position(message: &jetstream::Message) -> Option<i64> {
     message
         .headers
         .as_ref()?
-        .get("Dealstream-Position")?
+        .get(eventstore::POSITION_HEADER)?
         .as_str()
         .parse()
         .ok()

@@ -9,8 +9,7 @@
 use async_nats::HeaderMap;
 use eventstore::RecordedEvent;
 
-/// Header carrying the event's global position, as decimal text.
-pub const POSITION_HEADER: &str = "Dealstream-Position";
+pub use eventstore::POSITION_HEADER;
 /// JetStream's de-duplication header; its value is the event id.
 pub const MESSAGE_ID_HEADER: &str = "Nats-Msg-Id";
 
@@ -21,10 +20,7 @@ pub fn stream_subjects(prefix: &str) -> String {
 
 /// The subject an event is published to.
 pub fn event_subject(prefix: &str, event: &RecordedEvent) -> String {
-    let (category, entity_id) = match event.stream_id.split_once('-') {
-        Some((category, entity_id)) => (category, entity_id),
-        None => (event.stream_id.as_str(), ""),
-    };
+    let (category, entity_id) = (event.category(), event.entity_id());
     format!(
         "{prefix}.events.{}.{}.{}",
         token(category),

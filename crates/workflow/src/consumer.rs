@@ -194,8 +194,7 @@ async fn handle_event(shared: &Shared, event: &RecordedEvent) -> Result<(), Fail
 }
 
 fn entity_id(event: &RecordedEvent) -> Option<Uuid> {
-    let (_, id) = event.stream_id.split_once('-')?;
-    Uuid::parse_str(id).ok()
+    Uuid::parse_str(event.entity_id()).ok()
 }
 
 fn metadata_uuid(event: &RecordedEvent, field: &str) -> Option<Uuid> {
@@ -544,7 +543,10 @@ impl Shared {
         let publish = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .message_id(event.event_id.to_string())
-            .header("Dealstream-Position", event.position.to_string().as_str());
+            .header(
+                eventstore::POSITION_HEADER,
+                event.position.to_string().as_str(),
+            );
         let acknowledgement = self
             .jetstream
             .send_publish(subject, publish)
