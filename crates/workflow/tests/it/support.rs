@@ -35,6 +35,8 @@ pub struct Harness {
     pub options: ServiceOptions,
     relay_stop: CancellationToken,
     relay: JoinHandle<()>,
+    /// The streams of instances started with options of their own, deleted by `finish` too.
+    other_streams: std::sync::Mutex<Vec<String>>,
 }
 
 /// One running workflow instance.
@@ -110,6 +112,7 @@ impl Harness {
             options,
             relay_stop,
             relay,
+            other_streams: Default::default(),
         }
     }
 
@@ -119,6 +122,12 @@ impl Harness {
 
     /// Starts an instance on other streams and subjects than the harness's own.
     pub fn start_with(&self, config: WorkflowConfig, options: ServiceOptions) -> Instance {
+        if options.notifications_stream != self.options.notifications_stream
+            && let Ok(mut streams) = self.other_streams.lock()
+        {
+            streams.push(options.events_stream.clone());
+            streams.push(options.notifications_stream.clone());
+        }
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(workflow::run(
             config,
@@ -149,6 +158,10 @@ impl Harness {
             .jetstream
             .delete_stream(&self.options.notifications_stream)
             .await;
+        let others = self.other_streams.lock().map(|streams| streams.clone());
+        for stream in others.unwrap_or_default() {
+            let _ = self.jetstream.delete_stream(&stream).await;
+        }
     }
 
     pub fn api(&self) -> CommandContext {
