@@ -345,31 +345,14 @@ impl Story {
     /// date, and the outcome is decided on that date, so that a forecast taken months ahead
     /// already holds the deals its period will close. Stops where the history ends.
     fn walk(&mut self, random: &mut Random, mut deal: Deal, factor: f64) {
-        for stage in 0..STAGES.len() {
-            let last = stage + 1 == STAGES.len();
-            if last {
-                if random.chance(SLIP_CHANCE) && !self.slip(random, &mut deal) {
-                    return;
-                }
-                deal.at =
-                    deal.at.max(deal.decision_at()) + Duration::minutes(random.below(480) as i64);
-            } else {
-                let stages_left = (STAGES.len() - stage) as i64;
-                let left = (deal.decision_at() - deal.at).num_minutes().max(0);
-                let stint = left / stages_left * random.between(70, 100) as i64 / 100;
-                deal.at += Duration::minutes(stint) + Duration::hours(1);
-            }
-            let moves_on = if last {
-                random.chance(win_propensity(stage, factor, 1.0))
-            } else {
-                random.chance(BASE_WIN[stage] / BASE_WIN[stage + 1])
-            };
-            if !moves_on {
+        let negotiation = STAGES.len() - 1;
+        for stage in 0..negotiation {
+            let stages_left = (STAGES.len() - stage) as i64;
+            let left = (deal.decision_at() - deal.at).num_minutes().max(0);
+            let stint = left / stages_left * random.between(70, 100) as i64 / 100;
+            deal.at += Duration::minutes(stint) + Duration::hours(1);
+            if !random.chance(BASE_WIN[stage] / BASE_WIN[stage + 1]) {
                 self.lose(random, &deal);
-                return;
-            }
-            if last {
-                self.say(deal.at, "close", &deal.id, json!({"outcome": "won"}));
                 return;
             }
             if random.chance(0.04) && !self.lost_by_mistake(random, &mut deal, STAGES[stage]) {
@@ -378,6 +361,15 @@ impl Story {
             if !self.enter(random, &mut deal, STAGES[stage + 1]) {
                 return;
             }
+        }
+        if random.chance(SLIP_CHANCE) && !self.slip(random, &mut deal) {
+            return;
+        }
+        deal.at = deal.at.max(deal.decision_at()) + Duration::minutes(random.below(480) as i64);
+        if random.chance(win_propensity(negotiation, factor, 1.0)) {
+            self.say(deal.at, "close", &deal.id, json!({"outcome": "won"}));
+        } else {
+            self.lose(random, &deal);
         }
     }
 
