@@ -26,7 +26,7 @@ use cluster::{NATS_STREAM, Nats, Postgres, RunDir, SUBJECT_PREFIX, Services, fre
 use faults::Injector;
 use load::Load;
 pub use settle::Rng;
-use settle::{SETTLE, quick_rules, read_models_match_replay, wait_quiet};
+use settle::{SETTLE, create_token, quick_rules, read_models_match_replay, seed, wait_quiet};
 
 /// How big a run is.
 struct Size {
@@ -71,18 +71,7 @@ impl Size {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn promises_hold_under_kills_freezes_and_server_restarts() {
     let size = Size::from_env();
-    let seed = std::env::var("DEALSTREAM_CHAOS_SEED")
-        .ok()
-        .map(|seed| {
-            seed.parse()
-                .expect("DEALSTREAM_CHAOS_SEED is a whole number")
-        })
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos() as u64
-        });
+    let seed = seed();
     println!(
         "chaos: size {}, seed {seed} (DEALSTREAM_CHAOS_SEED={seed} replays it)",
         size.name
@@ -111,28 +100,7 @@ async fn promises_hold_under_kills_freezes_and_server_restarts() {
         ],
     );
     // The API wants a bearer token: the CLI makes one, as an operator would.
-    let created = services
-        .one_off(&[
-            "tokens",
-            "create",
-            "--actor",
-            load::ACTOR,
-            "--role",
-            "manager",
-        ])
-        .output()
-        .await
-        .expect("run dealstream tokens create");
-    assert!(
-        created.status.success(),
-        "dealstream tokens create failed: {}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let token = String::from_utf8_lossy(&created.stdout)
-        .lines()
-        .last()
-        .expect("a token on the last line")
-        .to_owned();
+    let token = create_token(&services).await;
     services.start_all();
     let services = Arc::new(Mutex::new(services));
     let database_url = postgres.url();

@@ -1,5 +1,5 @@
 //! What the chaos suite and the several-machines suite share besides the cluster: the run's
-//! generator, its rules file with durations in seconds, waiting until the system is quiet, and
+//! seed and generator, a manager's token, its rules file with durations in seconds, waiting until the system is quiet, and
 //! comparing the read models with a replay.
 
 use std::time::{Duration, Instant};
@@ -9,6 +9,48 @@ use tokio::sync::Mutex;
 
 use crate::cluster::{NATS_STREAM, Services};
 use crate::invariants;
+
+/// The run's seed: `DEALSTREAM_CHAOS_SEED` to repeat a run, else the clock.
+pub fn seed() -> u64 {
+    std::env::var("DEALSTREAM_CHAOS_SEED")
+        .ok()
+        .map(|seed| {
+            seed.parse()
+                .expect("DEALSTREAM_CHAOS_SEED is a whole number")
+        })
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64
+        })
+}
+
+/// A manager's token from the CLI, as an operator makes one.
+pub async fn create_token(services: &Services) -> String {
+    let created = services
+        .one_off(&[
+            "tokens",
+            "create",
+            "--actor",
+            crate::load::ACTOR,
+            "--role",
+            "manager",
+        ])
+        .output()
+        .await
+        .expect("run dealstream tokens create");
+    assert!(
+        created.status.success(),
+        "dealstream tokens create failed: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .last()
+        .expect("a token on the last line")
+        .to_owned()
+}
 
 /// A small deterministic generator (SplitMix64): the run's seed decides its faults and commands.
 pub struct Rng(u64);

@@ -41,28 +41,13 @@ use tokio::sync::Mutex;
 use cluster::{NATS_STREAM, Nats, Postgres, Role, RunDir, SUBJECT_PREFIX, Services, free_port};
 use load::Load;
 pub use settle::Rng;
-use settle::{SETTLE, quick_rules, read_models_match_replay, wait_quiet};
+use settle::{SETTLE, create_token, quick_rules, read_models_match_replay, seed, wait_quiet};
 
 /// The two scenarios share two cores; one at a time keeps each within its time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 /// Load workers per API instance.
 const WORKERS_PER_API: u64 = 4;
-
-fn seed() -> u64 {
-    std::env::var("DEALSTREAM_CHAOS_SEED")
-        .ok()
-        .map(|seed| {
-            seed.parse()
-                .expect("DEALSTREAM_CHAOS_SEED is a whole number")
-        })
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos() as u64
-        })
-}
 
 /// How long faults go on: one round by default, minutes with `DEALSTREAM_CHAOS=long`.
 fn chaos_for() -> Duration {
@@ -205,32 +190,6 @@ impl Deployment {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
-
-/// A manager's token from the CLI, as an operator makes one.
-async fn create_token(services: &Services) -> String {
-    let created = services
-        .one_off(&[
-            "tokens",
-            "create",
-            "--actor",
-            load::ACTOR,
-            "--role",
-            "manager",
-        ])
-        .output()
-        .await
-        .expect("run dealstream tokens create");
-    assert!(
-        created.status.success(),
-        "dealstream tokens create failed: {}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    String::from_utf8_lossy(&created.stdout)
-        .lines()
-        .last()
-        .expect("a token on the last line")
-        .to_owned()
 }
 
 /// A GET on an admin address; the body, or why there is none.

@@ -5,10 +5,8 @@
 use std::time::{Duration, Instant};
 
 use api::auth::Role;
-use chrono::Utc;
-use commands::{CommandContext, OpportunityRequest};
-use domain::opportunity::OpportunityCommand;
-use domain::values::{FollowUpId, FollowUpKind, LeadId, OpportunityId, Text, parse_owner};
+use commands::CommandContext;
+use domain::values::{LeadId, Text, parse_owner};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -538,24 +536,6 @@ async fn owned_deal(app: &TestApp, side: Side) -> String {
     app.create_deal_with(body).await
 }
 
-async fn schedule_follow_up(app: &TestApp, deal: &str) -> Uuid {
-    let follow_up = Uuid::now_v7();
-    app.handler
-        .handle_opportunity(
-            &CommandContext::new("workflow:first-contact"),
-            OpportunityId(Uuid::parse_str(deal).unwrap()),
-            OpportunityRequest::Other(OpportunityCommand::ScheduleFollowUp {
-                follow_up_id: FollowUpId(follow_up),
-                kind: FollowUpKind::parse("first-contact").unwrap(),
-                due_at: Utc::now() + chrono::Duration::days(1),
-                rule: Text::parse("rule", "first-contact", Text::SHORT).unwrap(),
-            }),
-        )
-        .await
-        .expect("scheduling a follow-up");
-    follow_up
-}
-
 /// A concrete request for a command route on the side's target, fresh for every case, that
 /// succeeds whenever the caller may send it.
 async fn command_case(app: &TestApp, route: &str, side: Side) -> (String, Value) {
@@ -591,7 +571,7 @@ async fn command_case(app: &TestApp, route: &str, side: Side) -> (String, Value)
         ),
         _ => {
             let deal = owned_deal(app, side).await;
-            let follow_up = schedule_follow_up(app, &deal).await;
+            let follow_up = app.schedule_follow_up(&deal).await;
             if route.ends_with("/reopen") {
                 app.post(
                     &format!("/v1/opportunities/{deal}/close"),

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use api::auth::Role;
-use commands::{CommandHandler, SystemClock};
-use domain::values::parse_owner;
+use commands::{CommandContext, CommandHandler, OpportunityRequest, SystemClock};
+use domain::opportunity::OpportunityCommand;
+use domain::values::{FollowUpId, FollowUpKind, OpportunityId, Text, parse_owner};
 use eventstore::{EventStore, RecordedEvent};
 use platform::CancellationToken;
 use reqwest::header::HeaderMap;
@@ -15,6 +16,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use testkit::TestDb;
 use tokio::net::TcpListener;
+use uuid::Uuid;
 
 /// The actor of the token every call sends by default.
 pub const ACTOR: &str = "tester";
@@ -43,6 +45,25 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// A follow-up on `deal`, scheduled as the workflow's first-contact rule would; its id.
+    pub async fn schedule_follow_up(&self, deal: &str) -> Uuid {
+        let follow_up = Uuid::now_v7();
+        self.handler
+            .handle_opportunity(
+                &CommandContext::new("workflow:first-contact"),
+                OpportunityId(Uuid::parse_str(deal).unwrap()),
+                OpportunityRequest::Other(OpportunityCommand::ScheduleFollowUp {
+                    follow_up_id: FollowUpId(follow_up),
+                    kind: FollowUpKind::parse("first-contact").unwrap(),
+                    due_at: chrono::Utc::now() + chrono::Duration::days(1),
+                    rule: Text::parse("rule", "first-contact", Text::SHORT).unwrap(),
+                }),
+            )
+            .await
+            .expect("scheduling a follow-up");
+        follow_up
+    }
+
     pub async fn spawn() -> TestApp {
         TestApp::spawn_with(|state| state).await
     }

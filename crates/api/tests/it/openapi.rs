@@ -14,10 +14,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::Utc;
-use commands::{CommandContext, OpportunityRequest};
-use domain::opportunity::OpportunityCommand;
-use domain::values::{FollowUpId, FollowUpKind, OpportunityId, Text};
 use projector::Projection;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -356,24 +352,6 @@ fn describe(at: &[Step]) -> String {
     }
 }
 
-async fn schedule_follow_up(app: &TestApp, deal: &str) -> Uuid {
-    let follow_up = Uuid::now_v7();
-    app.handler
-        .handle_opportunity(
-            &CommandContext::new("workflow:first-contact"),
-            OpportunityId(Uuid::parse_str(deal).unwrap()),
-            OpportunityRequest::Other(OpportunityCommand::ScheduleFollowUp {
-                follow_up_id: FollowUpId(follow_up),
-                kind: FollowUpKind::parse("first-contact").unwrap(),
-                due_at: Utc::now() + chrono::Duration::days(1),
-                rule: Text::parse("rule", "first-contact", Text::SHORT).unwrap(),
-            }),
-        )
-        .await
-        .expect("scheduling a follow-up");
-    follow_up
-}
-
 /// A concrete path for a command route, with the entities it needs to succeed: a fresh lead, a
 /// fresh deal (closed for reopening, with a follow-up for completing one), a new pipeline.
 async fn command_target(app: &TestApp, path: &str) -> String {
@@ -383,7 +361,7 @@ async fn command_target(app: &TestApp, path: &str) -> String {
     }
     if path.starts_with("/v1/opportunities/{id}") {
         let deal = app.create_deal().await;
-        let follow_up = schedule_follow_up(app, &deal).await;
+        let follow_up = app.schedule_follow_up(&deal).await;
         if path.ends_with("/reopen") {
             app.post(
                 &format!("/v1/opportunities/{deal}/close"),
@@ -822,8 +800,8 @@ async fn every_answer_matches_the_document() {
             &reply,
         );
     }
-    let done = schedule_follow_up(&app, &deal).await;
-    schedule_follow_up(&app, &deal).await;
+    let done = app.schedule_follow_up(&deal).await;
+    app.schedule_follow_up(&deal).await;
     let reply = app
         .post(
             &format!("/v1/opportunities/{deal}/follow-ups/{done}/complete"),
